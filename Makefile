@@ -1,0 +1,42 @@
+# Targets a newcomer can guess: run, test, lint, bench.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+PORT ?= 8000
+
+.PHONY: install install-test run test lint format bench bench-quick clean
+
+$(BIN)/auditlog: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/auditlog
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/auditlog
+
+install-test: $(VENV)/.test-installed
+
+## Migrate and start web, worker and beat from the Procfile (SQLite and a filesystem broker by default).
+run: install
+	$(BIN)/auditlog db upgrade
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) web worker beat
+
+## The whole suite: unit, integration (SQLite and PostgreSQL, a real Celery worker on Redis), e2e.
+test: install-test
+	$(BIN)/pytest --cov --cov-branch --cov-report=term:skip-covered -q $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,32 @@
+"""The app factory: webhook receiver and read API in one Flask app."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from api.errors import register_error_handlers
+from ingest.webhooks import blueprint as webhooks_blueprint
+from storage.db import Database
+from storage.runtime import Publish, Services
+from storage.settings import Settings
+from worker.queue import create_celery, publisher
+
+
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    publish: Publish | None = None,
+) -> Flask:
+    """Build the app; tests pass their own settings, database or publisher."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["auditlog"] = Services(
+        settings=settings,
+        database=database or Database(settings.database_url),
+        publish=publish or publisher(create_celery(settings, fail_fast=True)),
+    )
+    register_error_handlers(app)
+    app.register_blueprint(webhooks_blueprint)
+    return app

@@ -1,0 +1,140 @@
+"""The ``auditlog`` command (CONTRACT §2): one JSON object on stdout, errors on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from storage import accounts, inbox
+from storage.credentials import SecretBox
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.settings import Settings
+
+PUBLISH_CHUNK = 1000
+
+
+def db_upgrade(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    from storage.migrate import current_revision
+
+    upgrade(database)
+    return {"revision": current_revision(database)}
+
+
+def orgs_create(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        org_id, key = accounts.create_organization(session, args.name)
+        session.commit()
+    return {"org_id": org_id, "api_key": key.api_key}
+
+
+def keys_create(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        key = accounts.create_api_key(session, args.org_id, name=args.name)
+        session.commit()
+    return {"key_id": key.key_id, "api_key": key.api_key}
+
+
+def keys_revoke(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        accounts.revoke_api_key(session, args.key_id)
+        session.commit()
+    return {"key_id": args.key_id, "revoked": True}
+
+
+def sources_create(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        source = accounts.create_source(
+            session, SecretBox(settings.secret_key), args.org_id, args.name
+        )
+        session.commit()
+    return {"source_id": source.source_id, "secret": source.secret}
+
+
+def notifications_retry(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    from worker.queue import create_celery, publisher
+
+    with database.unit_of_work(write=True) as session:
+        pks = inbox.requeue_failed(session, datetime.now(UTC), org_id=args.org)
+        session.commit()
+    publish = publisher(create_celery(settings, fail_fast=True))
+    try:
+        for start in range(0, len(pks), PUBLISH_CHUNK):
+            publish(pks[start : start + PUBLISH_CHUNK])
+    except Exception as exc:
+        print(
+            f"auditlog: the broker is unreachable ({exc}); the sweeper will publish them",
+            file=sys.stderr,
+        )
+    return {"requeued": len(pks)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="auditlog", description="Audit-log service administration."
+    )
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    db = groups.add_parser("db", help="database schema").add_subparsers(
+        dest="command", required=True
+    )
+    db.add_parser("upgrade", help="apply migrations (safe to run again)").set_defaults(
+        run=db_upgrade
+    )
+
+    orgs = groups.add_parser("orgs", help="organisations").add_subparsers(
+        dest="command", required=True
+    )
+    create_org = orgs.add_parser("create", help="create an organisation and its first API key")
+    create_org.add_argument("name")
+    create_org.set_defaults(run=orgs_create)
+
+    keys = groups.add_parser("keys", help="API keys").add_subparsers(dest="command", required=True)
+    create_key = keys.add_parser("create", help="issue an API key")
+    create_key.add_argument("org_id")
+    create_key.add_argument("--name")
+    create_key.set_defaults(run=keys_create)
+    revoke_key = keys.add_parser("revoke", help="revoke an API key")
+    revoke_key.add_argument("key_id")
+    revoke_key.set_defaults(run=keys_revoke)
+
+    sources = groups.add_parser("sources", help="webhook sources").add_subparsers(
+        dest="command", required=True
+    )
+    create_src = sources.add_parser("create", help="register a webhook source and its secret")
+    create_src.add_argument("org_id")
+    create_src.add_argument("name")
+    create_src.set_defaults(run=sources_create)
+
+    notifications = groups.add_parser(
+        "notifications", help="the notification inbox"
+    ).add_subparsers(dest="command", required=True)
+    retry = notifications.add_parser("retry", help="re-queue failed notifications")
+    retry.add_argument("--org", metavar="ORG_ID")
+    retry.set_defaults(run=notifications_retry)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        database = Database(settings.database_url)
+        result = args.run(settings, database, args)
+    except Exception as exc:
+        print(f"auditlog: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

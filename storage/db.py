@@ -1,0 +1,82 @@
+"""Engines and units of work.
+
+The caller owns the session: a request, a task or a ``with database.unit_of_work():`` block.
+Functions that touch the database take the session; they never create, commit or close one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and explicit BEGINs so that writers can take the lock up front.
+
+    pysqlite's own transaction handling is switched off (the SQLAlchemy recipe for
+    "Serializable isolation / Savepoints / Transactional DDL"); a unit of work opened with
+    ``write=True`` begins with ``BEGIN IMMEDIATE`` and so never fails half-way on a lock
+    upgrade: writers queue for the database lock instead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get("sqlite_immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+class Database:
+    """One engine per process, and the sessions made from it."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        self._sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            bind=self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
+        )
+
+    def session(self, write: bool = False) -> Session:
+        return (self._write_sessions if write else self._sessions)()
+
+    @contextmanager
+    def unit_of_work(self, write: bool = False) -> Iterator[Session]:
+        """A session that rolls back unless the block commits it explicitly."""
+        session = self.session(write=write)
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    def dispose(self) -> None:
+        """Drop pooled connections; called in each worker process after fork."""
+        self.engine.dispose(close=False)

@@ -1,0 +1,163 @@
+"""The notification inbox: what the webhook stores before it answers 202.
+
+A row is the promise that the notification will be processed. Rows are inserted in one
+statement per few hundred notifications, duplicates are told apart by the unique key
+``(source_id, external_id)``, and the worker and the sweeper find their work here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.models import Event, Notification, Source
+
+QUEUED, PROCESSED, FAILED = "queued", "processed", "failed"
+
+#: Rows per INSERT: keeps every statement far below SQLite's and PostgreSQL's bind limits.
+INSERT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class IncomingNotification:
+    external_id: str
+    kind: str
+    entity_type: str
+    entity_id: str
+    occurred_at: datetime
+    sequence: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    external_id: str
+    status: str  # "queued" or "duplicate"
+    pk: int | None
+
+
+def dialect_insert(session: Session) -> Any:
+    """The dialect's INSERT construct, which knows ON CONFLICT."""
+    name = session.get_bind().dialect.name
+    return postgresql.insert if name == "postgresql" else sqlite.insert
+
+
+def accept(
+    session: Session, source: Source, incoming: Sequence[IncomingNotification], now: datetime
+) -> list[Receipt]:
+    """Store the new notifications of a batch; report each one as queued or duplicate.
+
+    A repeated id inside the batch is a duplicate of its first occurrence; an id already
+    stored (by an earlier request, or by a concurrent one that committed first) is a
+    duplicate too. Nothing here commits: the request does, once, for the whole batch.
+    """
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(incoming):
+        first_index.setdefault(item.external_id, index)
+    unique = [incoming[index] for index in sorted(first_index.values())]
+
+    inserted: dict[str, int] = {}
+    insert = dialect_insert(session)
+    for start in range(0, len(unique), INSERT_CHUNK):
+        rows = [
+            {
+                "org_id": source.org_id,
+                "source_id": source.id,
+                "external_id": item.external_id,
+                "kind": item.kind,
+                "entity_type": item.entity_type,
+                "entity_id": item.entity_id,
+                "occurred_at": item.occurred_at,
+                "sequence": item.sequence,
+                "payload": item.payload,
+                "status": QUEUED,
+                "attempts": 0,
+                "received_at": now,
+                "enqueued_at": now,
+            }
+            for item in unique[start : start + INSERT_CHUNK]
+        ]
+        statement = (
+            insert(Notification)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["source_id", "external_id"])
+            .returning(Notification.external_id, Notification.pk)
+        )
+        inserted.update({row.external_id: row.pk for row in session.execute(statement)})
+
+    receipts = []
+    for index, item in enumerate(incoming):
+        pk = inserted.get(item.external_id) if first_index[item.external_id] == index else None
+        receipts.append(Receipt(item.external_id, QUEUED if pk else "duplicate", pk))
+    return receipts
+
+
+def claim_stale(session: Session, now: datetime, older_than: timedelta, limit: int) -> list[int]:
+    """Queued notifications whose message may be lost; their publish time is reset to now."""
+    pks = list(
+        session.scalars(
+            select(Notification.pk)
+            .where(Notification.status == QUEUED, Notification.enqueued_at < now - older_than)
+            .order_by(Notification.enqueued_at)
+            .limit(limit)
+        )
+    )
+    mark_enqueued(session, pks, now)
+    return pks
+
+
+def mark_enqueued(session: Session, pks: Iterable[int], now: datetime) -> None:
+    pks = list(pks)
+    if pks:
+        session.execute(
+            update(Notification).where(Notification.pk.in_(pks)).values(enqueued_at=now)
+        )
+
+
+def requeue_failed(session: Session, now: datetime, org_id: str | None = None) -> list[int]:
+    """Put failed notifications back in the queue with a fresh attempt count."""
+    condition = Notification.status == FAILED
+    if org_id is not None:
+        condition = condition & (Notification.org_id == org_id)
+    pks = list(session.scalars(select(Notification.pk).where(condition)))
+    if pks:
+        session.execute(
+            update(Notification)
+            .where(Notification.pk.in_(pks))
+            .values(status=QUEUED, attempts=0, error=None, enqueued_at=now)
+        )
+    return pks
+
+
+def find_notification(
+    session: Session, org_id: str, source_id: str, external_id: str
+) -> Notification | None:
+    return session.scalar(
+        select(Notification).where(
+            Notification.org_id == org_id,
+            Notification.source_id == source_id,
+            Notification.external_id == external_id,
+        )
+    )
+
+
+def event_ids_of(session: Session, notification_pk: int) -> list[int]:
+    """The events a notification yielded, in the order they were derived."""
+    return list(
+        session.scalars(
+            select(Event.id)
+            .where(Event.notification_pk == notification_pk)
+            .order_by(Event.position)
+        )
+    )
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Notification.status, func.count()).group_by(Notification.status))
+    return {status: count for status, count in rows}

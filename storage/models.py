@@ -1,0 +1,217 @@
+"""The tables. One migration history (``storage/migrations``) builds them on SQLite and PostgreSQL.
+
+Clocks are ``(occurred_at in epoch microseconds, sequence)`` pairs: comparable as tuples,
+compact in JSON, exact in a BIGINT.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.types import BigIntKey, IPAddress, JSONDocument, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(64)
+EXTERNAL_ID = String(200)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    """A bearer key of one organisation; only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Source(Base):
+    """A webhook sender. Its signing secret is kept encrypted: HMAC needs the key itself."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Notification(Base):
+    """The durable inbox: a row exists before the webhook answers 202."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id"),
+        Index(
+            "ix_notifications_queued",
+            "enqueued_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
+
+    pk: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"))
+    external_id: Mapped[str] = mapped_column(String(220))
+    kind: Mapped[str] = mapped_column(String(16))
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(EXTERNAL_ID)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Entity(Base):
+    """Current state of one record, with the clocks that make delivery order irrelevant.
+
+    ``clocks`` holds ``props`` (key → clock, tombstones included), ``snapshot`` (the last
+    complete property set), ``rels`` (relationship name → clock of the last complete list),
+    ``exists`` (last snapshot or patch) and ``deleted`` (last delete). A row may exist only
+    to be locked or to carry a delete seen before any state: such a row has no ``exists``.
+    """
+
+    __tablename__ = "entities"
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(EXTERNAL_ID, primary_key=True)
+    parent_id: Mapped[str | None] = mapped_column(EXTERNAL_ID)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    clocks: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    baseline: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Edge(Base):
+    """One relationship between two records, shared by both ends.
+
+    ``kind`` fixes the types of the ends: ``app_person``, ``app_team``, ``app_org``,
+    ``team_person``, ``device_person``, ``license_person``. ``present`` false is a tombstone.
+    """
+
+    __tablename__ = "edges"
+    __table_args__ = (Index("ix_edges_org_id_kind_b_id", "org_id", "kind", "b_id"),)
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    a_id: Mapped[str] = mapped_column(EXTERNAL_ID, primary_key=True)
+    b_id: Mapped[str] = mapped_column(EXTERNAL_ID, primary_key=True)
+    present: Mapped[bool] = mapped_column(Boolean)
+    clock_us: Mapped[int] = mapped_column(BigInteger)
+    clock_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Event(Base):
+    """The log. Append-only; the public id is ``evt_`` and the key as 16 hex digits."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_org_time", "org_id", "occurred_at", "id"),
+        Index("ix_events_org_entity_type_time", "org_id", "entity_type", "occurred_at", "id"),
+        Index("ix_events_org_actor_time", "org_id", "actor_id", "occurred_at", "id"),
+        Index("ix_events_org_type_time", "org_id", "type", "occurred_at", "id"),
+        Index("ix_events_org_ip", "org_id", "ip_address", "occurred_at", "id"),
+        Index("ix_events_notification", "notification_pk", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=False)
+    org_id: Mapped[str] = mapped_column(ID)
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(EXTERNAL_ID)
+    entity_name: Mapped[str | None] = mapped_column(Text)
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    property: Mapped[str | None] = mapped_column(String(200))
+    old_value: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    new_value: Mapped[Any] = mapped_column(JSONDocument, nullable=True)
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(EXTERNAL_ID)
+    actor_name: Mapped[str | None] = mapped_column(String(200))
+    actor_email: Mapped[str | None] = mapped_column(String(320))
+    ip_address: Mapped[str | None] = mapped_column(IPAddress)
+    origin: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[str | None] = mapped_column(ID)
+    notification_id: Mapped[str | None] = mapped_column(String(220))
+    notification_pk: Mapped[int | None] = mapped_column(BigInteger)
+    position: Mapped[int] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+
+
+class EventSubject(Base):
+    """Every record an event concerns (its entity and each target): a record's History."""
+
+    __tablename__ = "event_subjects"
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(EXTERNAL_ID, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class Export(Base):
+    __tablename__ = "exports"
+    __table_args__ = (Index("ix_exports_org_created", "org_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String(16))
+    max_event_id: Mapped[int | None] = mapped_column(BigInteger)
+    rows_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_total: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    file_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)

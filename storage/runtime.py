@@ -1,0 +1,19 @@
+"""What a process holds for its lifetime: settings, the database and a way to publish work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from storage.db import Database
+from storage.settings import Settings
+
+#: Publishes "process these notification keys" as one queue message; may raise.
+Publish = Callable[[Sequence[int]], None]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    publish: Publish

@@ -1,0 +1,102 @@
+"""The one place that reads the environment.
+
+Every variable has a working default so the service runs on a machine with nothing
+installed: SQLite under ``var/`` and a filesystem Celery transport. Tests build their own
+``Settings`` instead of touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def normalise_database_url(url: str) -> str:
+    """Map ``postgres://`` and ``postgresql://`` to the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """Return the key kept in ``path``, creating it once; concurrent starters agree."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            value = path.read_text().strip()
+            if value:
+                return value
+            # Another process created the file and is about to write it.
+            time.sleep(0.02)
+        raise RuntimeError(f"{path} exists but is empty") from None
+    value = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str | None = None
+    export_dir: Path = Path("var/exports")
+    export_ttl_seconds: int = 604800
+    webhook_tolerance_seconds: int = 300
+    max_body_bytes: int = 2 * 1024 * 1024
+    secret_key: str = ""
+    port: int = 8000
+    # Operational tuning, documented in the README beside the contract's variables.
+    requeue_after_seconds: int = 60
+    sweep_interval_seconds: float = 30.0
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite:///{(self.var_dir / 'auditlog.sqlite3')}"
+            )
+        object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        var_dir = Path(env.get("AUDITLOG_VAR_DIR", "var"))
+
+        def integer(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+        secret_key = env.get("SECRET_KEY", "").strip() or _read_or_create_secret(
+            var_dir / "secret_key"
+        )
+        return cls(
+            var_dir=var_dir,
+            database_url=env.get("DATABASE_URL", "").strip(),
+            redis_url=env.get("REDIS_URL", "").strip() or None,
+            export_dir=Path(env.get("EXPORT_DIR", "").strip() or var_dir / "exports"),
+            export_ttl_seconds=integer("EXPORT_TTL_SECONDS", 604800),
+            webhook_tolerance_seconds=integer("WEBHOOK_TOLERANCE_SECONDS", 300),
+            max_body_bytes=integer("MAX_BODY_BYTES", 2 * 1024 * 1024),
+            secret_key=secret_key,
+            port=integer("PORT", 8000),
+            requeue_after_seconds=integer("REQUEUE_AFTER_SECONDS", 60),
+            sweep_interval_seconds=float(integer("SWEEP_INTERVAL_SECONDS", 30)),
+            max_attempts=integer("MAX_ATTEMPTS", 5),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

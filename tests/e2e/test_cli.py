@@ -1,0 +1,93 @@
+"""The ``auditlog`` console script through a subprocess (CONTRACT §2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from storage.credentials import SecretBox, hash_api_key
+from storage.models import ApiKey, Notification, Source
+from tests.factories import make_tenant, notification, post_signed
+
+AUDITLOG = str(Path(sys.executable).parent / "auditlog")
+
+
+@pytest.fixture
+def run(settings, tmp_path):
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "DATABASE_URL": settings.database_url,
+            "AUDITLOG_VAR_DIR": str(settings.var_dir),
+            "SECRET_KEY": settings.secret_key,
+            # An unreachable broker: publishing must fail fast and harmlessly.
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+        result = subprocess.run(
+            [AUDITLOG, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert (result.returncode == 0) == ok, result.stderr
+        return result
+
+    return run
+
+
+def output(result: subprocess.CompletedProcess[str]) -> dict:
+    return json.loads(result.stdout)
+
+
+class TestCommands:
+    def test_db_upgrade_is_safe_to_run_again(self, run):
+        assert output(run("db", "upgrade")) == {"revision": "0001"}
+        assert output(run("db", "upgrade")) == {"revision": "0001"}
+
+    def test_orgs_keys_and_sources(self, run, database, settings):
+        org = output(run("orgs", "create", "Acme Corp"))
+        assert set(org) == {"org_id", "api_key"}
+        key = output(run("keys", "create", org["org_id"], "--name", "auditors"))
+        assert set(key) == {"key_id", "api_key"}
+        source = output(run("sources", "create", org["org_id"], "Okta"))
+        assert source["secret"].startswith("whsec_")
+        assert output(run("keys", "revoke", key["key_id"])) == {
+            "key_id": key["key_id"],
+            "revoked": True,
+        }
+        with database.unit_of_work() as session:
+            stored = session.get(ApiKey, key["key_id"])
+            assert stored.key_hash == hash_api_key(key["api_key"])
+            assert stored.revoked_at is not None
+            sealed = session.get(Source, source["source_id"]).secret_encrypted
+            assert source["secret"].encode() not in sealed
+            assert SecretBox(settings.secret_key).open(sealed) == source["secret"]
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("keys", "create", "org_missing"),
+            ("sources", "create", "org_missing", "x"),
+            ("keys", "revoke", "key_missing"),
+        ],
+    )
+    def test_unknown_ids_fail_on_stderr(self, run, args):
+        result = run(*args, ok=False)
+        assert result.stdout == ""
+        assert "does not exist" in result.stderr
+
+    def test_retry_requeues_failed_notifications(self, run, database, settings, client):
+        tenant = make_tenant(database, settings)
+        other = make_tenant(database, settings)
+        post_signed(client, tenant, notification())
+        post_signed(client, other, notification())
+        with database.unit_of_work(write=True) as session:
+            session.execute(update(Notification).values(status="failed", attempts=5, error="boom"))
+            session.commit()
+        assert output(run("notifications", "retry", "--org", tenant.org_id)) == {"requeued": 1}
+        assert output(run("notifications", "retry")) == {"requeued": 1}
+        assert output(run("notifications", "retry")) == {"requeued": 0}
+        with database.unit_of_work() as session:
+            assert set(session.scalars(select(Notification.status))) == {"queued"}

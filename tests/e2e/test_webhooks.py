@@ -1,0 +1,408 @@
+"""The webhook receiver through HTTP (CONTRACT §3), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from storage.models import Notification
+from tests.factories import make_tenant, notification, post_signed, signed_headers, unique
+
+
+@pytest.fixture
+def tenant(database, settings):
+    return make_tenant(database, settings)
+
+
+def stored_count(database) -> int:
+    with database.unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Notification))
+
+
+def post_raw(client, tenant, body: bytes, headers: dict[str, str]):
+    return client.post(f"/v1/webhooks/{tenant.source_id}", data=body, headers=headers)
+
+
+class TestSignatureVectors:
+    def body(self) -> bytes:
+        return json.dumps(notification()).encode()
+
+    def test_a_valid_signature_is_accepted(self, client, tenant, database):
+        body = self.body()
+        response = post_raw(client, tenant, body, signed_headers(tenant.secret, body))
+        assert response.status_code == 202
+        assert response.json["accepted"] == 1
+        assert stored_count(database) == 1
+
+    def test_one_valid_signature_among_two_is_enough(self, client, tenant):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body)
+        wrong = signed_headers("whsec_" + "QUJD" * 8, body, msg_id=headers["webhook-id"])
+        headers["webhook-signature"] = (
+            f"{wrong['webhook-signature']} {headers['webhook-signature']}"
+        )
+        assert post_raw(client, tenant, body, headers).status_code == 202
+
+    def test_malformed_entries_do_not_hide_a_valid_one(self, client, tenant):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body)
+        headers["webhook-signature"] = f"garbage v1,!!! v2,abc {headers['webhook-signature']}"
+        assert post_raw(client, tenant, body, headers).status_code == 202
+
+    def test_a_tampered_body_is_refused(self, client, tenant, database):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body)
+        tampered = body.replace(b"Ada", b"Eve")
+        response = post_raw(client, tenant, tampered, headers)
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "invalid_signature"
+        assert stored_count(database) == 0
+
+    def test_a_wrong_secret_is_refused(self, client, tenant):
+        body = self.body()
+        headers = signed_headers("whsec_" + "QUJD" * 8, body)
+        assert post_raw(client, tenant, body, headers).status_code == 401
+
+    @pytest.mark.parametrize("direction", [-1, 1])
+    def test_a_timestamp_just_outside_the_tolerance_is_refused(self, client, tenant, direction):
+        body = self.body()
+        skew = direction * (300 + 1)
+        headers = signed_headers(tenant.secret, body, timestamp=int(time.time()) + skew)
+        assert post_raw(client, tenant, body, headers).status_code == 401
+
+    @pytest.mark.parametrize("direction", [-1, 1])
+    def test_a_timestamp_inside_the_tolerance_is_accepted(self, client, tenant, direction):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body, timestamp=int(time.time()) + direction * 290)
+        assert post_raw(client, tenant, body, headers).status_code == 202
+
+    @pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+    def test_each_missing_header_is_refused(self, client, tenant, missing):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body)
+        del headers[missing]
+        response = post_raw(client, tenant, body, headers)
+        assert response.status_code == 401
+        assert missing in response.json["error"]["message"]
+
+    def test_re_serialised_json_is_refused(self, client, tenant):
+        document = notification()
+        signed_body = json.dumps(document).encode()
+        headers = signed_headers(tenant.secret, signed_body)
+        reserialised = json.dumps(document, indent=2, sort_keys=True).encode()
+        assert json.loads(reserialised) == json.loads(signed_body)
+        assert post_raw(client, tenant, reserialised, headers).status_code == 401
+
+    def test_a_non_numeric_timestamp_is_refused(self, client, tenant):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body)
+        headers["webhook-timestamp"] = "1e9"
+        assert post_raw(client, tenant, body, headers).status_code == 401
+
+
+class TestIdempotency:
+    def test_the_same_notification_three_times_is_stored_once(self, client, tenant, database):
+        document = notification()
+        statuses = []
+        for _ in range(3):
+            response = post_signed(client, tenant, document)
+            assert response.status_code == 202
+            statuses.append(response.json["notifications"][0]["status"])
+        assert statuses == ["queued", "duplicate", "duplicate"]
+        assert stored_count(database) == 1
+
+    def test_a_repeated_id_inside_a_batch_is_a_duplicate_of_the_first(self, client, tenant):
+        first = notification()
+        again = dict(first, occurred_at="2026-11-25T11:00:00Z")
+        response = post_signed(client, tenant, {"notifications": [first, again, notification()]})
+        assert response.status_code == 202
+        assert response.json["accepted"] == 2
+        assert response.json["duplicates"] == 1
+        assert [n["status"] for n in response.json["notifications"]] == [
+            "queued",
+            "duplicate",
+            "queued",
+        ]
+
+    def test_without_an_id_the_webhook_id_and_index_identify_it(self, client, tenant, database):
+        first, second = notification(), notification()
+        del first["id"], second["id"]
+        body = json.dumps({"notifications": [first, second]}).encode()
+        headers = signed_headers(tenant.secret, body, msg_id="msg-fixed")
+        response = post_raw(client, tenant, body, headers)
+        assert [n["id"] for n in response.json["notifications"]] == ["msg-fixed:0", "msg-fixed:1"]
+        again = post_raw(client, tenant, body, signed_headers(tenant.secret, body, "msg-fixed"))
+        assert again.json == {
+            "accepted": 0,
+            "duplicates": 2,
+            "notifications": [
+                {"id": "msg-fixed:0", "status": "duplicate"},
+                {"id": "msg-fixed:1", "status": "duplicate"},
+            ],
+        }
+
+    def test_ids_are_scoped_to_their_source(self, client, tenant, database, settings):
+        other = make_tenant(database, settings)
+        document = notification()
+        assert post_signed(client, tenant, document).json["accepted"] == 1
+        assert post_signed(client, other, document).json["accepted"] == 1
+
+
+class TestPublishing:
+    def test_one_message_per_request_after_the_commit(self, client, tenant, publisher, database):
+        batch = {"notifications": [notification() for _ in range(5)]}
+        post_signed(client, tenant, batch)
+        assert len(publisher.messages) == 1
+        with database.unit_of_work() as session:
+            stored = set(session.scalars(select(Notification.pk)))
+        assert set(publisher.messages[0]) == stored
+
+    def test_duplicates_are_not_published_again(self, client, tenant, publisher):
+        document = notification()
+        post_signed(client, tenant, document)
+        post_signed(client, tenant, document)
+        assert len(publisher.messages) == 1
+
+    def test_a_dead_broker_still_answers_202_with_the_row_stored(
+        self, client, tenant, publisher, database
+    ):
+        publisher.broken = True
+        response = post_signed(client, tenant, notification())
+        assert response.status_code == 202
+        with database.unit_of_work() as session:
+            assert session.scalar(select(Notification.status)) == "queued"
+
+
+class TestRejections:
+    """Every 4xx row of CONTRACT §3, each storing nothing."""
+
+    def assert_error(self, response, status: int, code: str | None = None) -> None:
+        assert response.status_code == status, response.json
+        assert set(response.json) == {"error"}
+        assert set(response.json["error"]) == {"code", "message", "details"}
+        if code:
+            assert response.json["error"]["code"] == code
+
+    def test_unparseable_json_is_400(self, client, tenant, database):
+        self.assert_error(post_signed(client, tenant, b'{"kind": '), 400, "invalid_json")
+        assert stored_count(database) == 0
+
+    def test_invalid_utf8_is_400(self, client, tenant):
+        body = b'{"kind": "\xff"}'
+        headers = {
+            "webhook-id": "m",
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,AAAA",
+            "Content-Type": "application/json",
+        }
+        self.assert_error(post_raw(client, tenant, body, headers), 400, "invalid_json")
+
+    def test_a_hundred_thousand_nested_arrays_are_400(self, client, tenant):
+        self.assert_error(post_signed(client, tenant, b"[" * 100_000), 400, "nesting_too_deep")
+
+    def test_deep_but_parseable_nesting_is_400(self, client, tenant):
+        document = notification(properties={"x": json.loads("[" * 40 + "]" * 40)})
+        self.assert_error(post_signed(client, tenant, document), 400, "nesting_too_deep")
+
+    @pytest.mark.parametrize(
+        "document",
+        [
+            [],
+            "text",
+            3,
+            {"notifications": "x"},
+            {"notifications": []},
+            {"notifications": [1] * 1001},
+        ],
+    )
+    def test_a_wrong_top_level_shape_is_400(self, client, tenant, document):
+        self.assert_error(post_signed(client, tenant, document), 400, "invalid_shape")
+
+    def test_duplicate_keys_are_400(self, client, tenant):
+        body = b'{"kind": "snapshot", "kind": "delete"}'
+        self.assert_error(post_signed(client, tenant, body), 400, "duplicate_key")
+
+    def test_nan_is_400(self, client, tenant):
+        self.assert_error(post_signed(client, tenant, b'{"sequence": NaN}'), 400, "invalid_json")
+
+    def test_an_unknown_source_is_404(self, client, tenant):
+        body = json.dumps(notification()).encode()
+        response = client.post(
+            "/v1/webhooks/src_missing", data=body, headers=signed_headers(tenant.secret, body)
+        )
+        self.assert_error(response, 404, "not_found")
+
+    def test_a_body_one_byte_over_the_limit_is_413(self, client, tenant, settings, database):
+        body = b" " * (settings.max_body_bytes + 1)
+        self.assert_error(post_signed(client, tenant, body), 413, "body_too_large")
+        assert stored_count(database) == 0
+
+    def post_chunked(self, client, tenant, body: bytes):
+        headers = signed_headers(tenant.secret, body)
+        return client.post(
+            f"/v1/webhooks/{tenant.source_id}",
+            input_stream=io.BytesIO(body),
+            headers={**headers, "Transfer-Encoding": "chunked"},
+            # What gunicorn sets for a chunked request body.
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+
+    def test_a_chunked_body_over_the_limit_is_413(self, client, tenant, settings, database):
+        body = b" " * (settings.max_body_bytes + 1)
+        self.assert_error(self.post_chunked(client, tenant, body), 413, "body_too_large")
+        assert stored_count(database) == 0
+
+    def test_a_chunked_body_at_the_limit_is_read_whole(self, client, tenant, settings):
+        document = json.dumps(notification()).encode()
+        body = document + b" " * (settings.max_body_bytes - len(document))
+        assert self.post_chunked(client, tenant, body).status_code == 202
+
+    @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+    def test_a_body_that_is_not_json_is_415(self, client, tenant, content_type):
+        body = json.dumps(notification()).encode()
+        headers = signed_headers(tenant.secret, body)
+        headers["Content-Type"] = content_type
+        self.assert_error(post_raw(client, tenant, body, headers), 415, "unsupported_media_type")
+
+    def test_a_charset_parameter_is_accepted(self, client, tenant):
+        body = json.dumps(notification()).encode()
+        headers = signed_headers(tenant.secret, body)
+        headers["Content-Type"] = "application/json; charset=utf-8"
+        assert post_raw(client, tenant, body, headers).status_code == 202
+
+    def test_an_invalid_notification_is_422_with_field_paths(self, client, tenant):
+        document = notification(entity={"type": "robot", "id": "r1"})
+        response = post_signed(client, tenant, document)
+        self.assert_error(response, 422, "validation_failed")
+        assert response.json["error"]["details"] == {
+            "entity": {
+                "type": ["Must be one of: app, person, team, device, license, subscription."]
+            }
+        }
+
+    def test_one_invalid_notification_rejects_the_whole_batch(self, client, tenant, database):
+        bad = notification(kind="teleport")
+        response = post_signed(client, tenant, {"notifications": [notification(), bad]})
+        self.assert_error(response, 422)
+        assert list(response.json["error"]["details"]) == ["1"]
+        assert "kind" in response.json["error"]["details"]["1"]
+        assert stored_count(database) == 0
+
+    def test_unknown_routes_and_methods_use_the_error_shape(self, client):
+        self.assert_error(client.get("/nowhere"), 404, "not_found")
+        response = client.get("/v1/webhooks/src_x")
+        self.assert_error(response, 405, "method_not_allowed")
+        assert "POST" in response.headers["Allow"]
+
+
+class TestNotificationValidation:
+    """Each rule of the notification object answers 422 and stores nothing."""
+
+    @pytest.mark.parametrize(
+        "fields, path",
+        [
+            ({"colour": "red"}, "colour"),
+            ({"relationships": {"teams": ["t1"]}}, "relationships"),
+            ({"relationships": {"apps": {"add": ["a1"]}}}, "relationships"),
+            ({"occurred_at": "2026-11-25T10:00:00"}, "occurred_at"),
+            ({"occurred_at": "yesterday"}, "occurred_at"),
+            ({"sequence": -1}, "sequence"),
+            ({"sequence": 1.5}, "sequence"),
+            ({"sequence": "3"}, "sequence"),
+            ({"origin": "fax"}, "origin"),
+            ({"ip_address": "300.1.1.1"}, "ip_address"),
+            ({"actor": {"type": "user"}}, "actor"),
+            ({"actor": {"type": "robot", "id": "r"}}, "actor"),
+            ({"id": "x" * 201}, "id"),
+            ({"entity": {"type": "person", "id": "p" * 201}}, "entity"),
+            ({"properties": {"name": "a\u0000b"}}, "properties"),
+            ({"event": {"type": "person.workflow_launched"}}, "event"),
+            ({"parent": {"type": "app", "id": "a1"}}, "parent"),
+            ({"properties": {"k" * 201: 1}}, "properties"),
+            ({"properties": {"big": "x" * 20_000}}, "properties"),
+        ],
+    )
+    def test_a_snapshot_field_rule(self, client, tenant, database, fields, path):
+        response = post_signed(client, tenant, notification(**fields))
+        assert response.status_code == 422, response.json
+        assert path in response.json["error"]["details"]
+        assert stored_count(database) == 0
+
+    def test_properties_on_a_delete_are_refused(self, client, tenant):
+        document = notification(kind="delete", properties={"name": "x"})
+        response = post_signed(client, tenant, document)
+        assert response.status_code == 422
+        assert "properties" in response.json["error"]["details"]
+
+    def test_a_license_needs_its_parent(self, client, tenant):
+        document = notification("license", parent=None)
+        del document["parent"]
+        response = post_signed(client, tenant, document)
+        assert response.status_code == 422
+        assert "parent" in response.json["error"]["details"]
+
+    def test_an_action_must_belong_to_the_entity_type(self, client, tenant):
+        document = notification(
+            "person", kind="event", event={"type": "app.file_uploaded", "details": {}}
+        )
+        assert post_signed(client, tenant, document).status_code == 422
+
+    def test_details_over_16_kib_are_refused(self, client, tenant):
+        document = notification(
+            "app", kind="event", event={"type": "app.file_uploaded", "details": {"x": "y" * 17000}}
+        )
+        assert post_signed(client, tenant, document).status_code == 422
+
+    def test_a_patch_may_not_add_and_remove_the_same_id(self, client, tenant):
+        document = notification(
+            kind="patch", relationships={"apps": {"add": ["a1"], "remove": ["a1"]}}
+        )
+        assert post_signed(client, tenant, document).status_code == 422
+
+    def test_every_kind_of_valid_notification_is_accepted(self, client, tenant):
+        person = unique("p")
+        batch = [
+            notification(
+                "person", person, properties={"name": "Ada"}, relationships={"apps": ["a1"]}
+            ),
+            notification(
+                "person",
+                person,
+                kind="patch",
+                properties={"title": None},
+                relationships={"apps": {"add": ["a2"], "remove": ["a1"]}},
+            ),
+            notification("app", "a1", relationships={"org": True, "persons": [], "teams": ["t1"]}),
+            notification(
+                "license",
+                "l1",
+                parent={"type": "app", "id": "a1"},
+                relationships={"assignees": [person]},
+            ),
+            notification(
+                "person",
+                person,
+                kind="event",
+                event={"type": "person.workflow_launched", "details": {"workflow": "offboard"}},
+            ),
+            notification("device", "d1", kind="delete"),
+            notification(
+                "team",
+                "t1",
+                kind="baseline",
+                actor={"type": "user", "id": person, "name": "Ada", "email": "ada@example.com"},
+                ip_address="2001:db8::1",
+                origin="csv",
+                sequence=7,
+            ),
+        ]
+        for item in batch:
+            if item["kind"] in ("delete", "event"):
+                item.pop("properties", None)
+        response = post_signed(client, tenant, {"notifications": batch})
+        assert response.status_code == 202, response.json
+        assert response.json["accepted"] == len(batch)

@@ -1,0 +1,160 @@
+"""Real processes for integration tests: Celery workers (with beat) and a private Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from storage.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=settings.database_url,
+        AUDITLOG_VAR_DIR=str(settings.var_dir),
+        SECRET_KEY=settings.secret_key,
+        REQUEUE_AFTER_SECONDS=str(settings.requeue_after_seconds),
+        SWEEP_INTERVAL_SECONDS=str(int(settings.sweep_interval_seconds)),
+        MAX_ATTEMPTS=str(settings.max_attempts),
+    )
+    env.pop("REDIS_URL", None)
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    env.update(extra)
+    return env
+
+
+class CeleryWorker:
+    """``celery -A worker.main worker`` in a subprocess of its own process group."""
+
+    def __init__(self, settings: Settings, concurrency: int = 1, beat: bool = False) -> None:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = settings.var_dir / f"worker-{time.monotonic_ns()}.log"
+        command = [
+            str(BIN / "celery"),
+            "-A",
+            "worker.main",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"test-{time.monotonic_ns()}@%h",
+        ]
+        if beat:
+            command += ["--beat", "--schedule", str(settings.var_dir / "beat-schedule")]
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command,
+            env=service_env(settings),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill_main(self) -> None:
+        """``kill -9`` of the main process only: its pool children are orphaned."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        else:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+@contextmanager
+def celery_worker(settings: Settings, **options: object) -> Iterator[CeleryWorker]:
+    worker = CeleryWorker(settings, **options)  # type: ignore[arg-type]
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+class PrivateRedis:
+    """A Redis server of the test's own, so that stopping it disturbs nobody else."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.answers, 10, "private redis-server did not start")
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

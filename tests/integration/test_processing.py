@@ -1,0 +1,95 @@
+"""Processing a message against a real database: batches, re-delivery, failures, the sweeper."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from storage import inbox
+from storage.models import Notification
+from tests.factories import make_tenant, notification, post_signed
+from worker import processing
+
+
+@pytest.fixture
+def tenant(database, settings):
+    return make_tenant(database, settings)
+
+
+def rows(database):
+    columns = [Notification.pk, Notification.status, Notification.attempts, Notification.error]
+    with database.unit_of_work() as session:
+        return session.execute(select(*columns).order_by(Notification.pk)).all()
+
+
+class TestProcessing:
+    def test_a_batch_is_processed_in_one_go_and_redelivery_does_nothing(
+        self, client, tenant, database, publisher
+    ):
+        post_signed(client, tenant, {"notifications": [notification() for _ in range(3)]})
+        [message] = publisher.messages
+        assert processing.process_notifications(database, message, 5).processed == 3
+        assert processing.process_notifications(database, message, 5).processed == 0
+        assert {row.status for row in rows(database)} == {"processed"}
+
+    def test_a_failing_notification_is_retried_then_failed_without_holding_back_others(
+        self, client, tenant, database, publisher, monkeypatch
+    ):
+        post_signed(client, tenant, {"notifications": [notification() for _ in range(3)]})
+        [message] = publisher.messages
+        poisoned = message[1]
+        real = processing.record_notifications
+
+        def record(session, notifications, now):
+            if any(n.pk == poisoned for n in notifications):
+                raise ValueError("cannot diff this one")
+            return real(session, notifications, now)
+
+        monkeypatch.setattr(processing, "record_notifications", record)
+        first = processing.process_notifications(database, message, max_attempts=2)
+        assert (first.processed, first.failed, first.to_retry) == (2, 0, [poisoned])
+        second = processing.process_notifications(database, first.to_retry, max_attempts=2)
+        assert (second.processed, second.failed, second.to_retry) == (0, 1, [])
+
+        by_pk = {row.pk: row for row in rows(database)}
+        assert by_pk[poisoned].status == "failed"
+        assert by_pk[poisoned].attempts == 2
+        assert "cannot diff this one" in by_pk[poisoned].error
+        assert [by_pk[pk].status for pk in message if pk != poisoned] == ["processed"] * 2
+
+        with database.unit_of_work(write=True) as session:
+            assert inbox.requeue_failed(session, datetime.now(UTC)) == [poisoned]
+            session.commit()
+        requeued = {row.pk: row for row in rows(database)}[poisoned]
+        assert (requeued.status, requeued.attempts, requeued.error) == ("queued", 0, None)
+
+
+class TestSweeper:
+    def test_only_notifications_queued_past_the_threshold_are_claimed(
+        self, client, tenant, database
+    ):
+        post_signed(client, tenant, {"notifications": [notification(), notification()]})
+        old, recent = [row.pk for row in rows(database)]
+        now = datetime.now(UTC)
+        with database.unit_of_work(write=True) as session:
+            session.execute(
+                update(Notification)
+                .where(Notification.pk == old)
+                .values(enqueued_at=now - timedelta(minutes=5))
+            )
+            session.commit()
+        with database.unit_of_work(write=True) as session:
+            assert inbox.claim_stale(session, now, timedelta(seconds=60), limit=100) == [old]
+            session.commit()
+        with database.unit_of_work(write=True) as session:
+            # Claiming resets the clock: the same row is not published twice in a row.
+            assert inbox.claim_stale(session, now, timedelta(seconds=60), limit=100) == []
+
+    def test_processed_notifications_are_never_claimed(self, client, tenant, database, publisher):
+        post_signed(client, tenant, notification())
+        processing.process_notifications(database, publisher.messages[0], 5)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        with database.unit_of_work(write=True) as session:
+            assert inbox.claim_stale(session, later, timedelta(seconds=60), limit=100) == []

@@ -1,0 +1,99 @@
+"""Processing a message: the queued notifications it names, in as few transactions as possible.
+
+The whole batch is applied in one transaction. If that fails for a reason other than a
+transient database error, each notification is tried alone so that one bad notification
+cannot hold back the others; it is retried, and after ``max_attempts`` it becomes
+``failed`` with its error (``auditlog notifications retry`` queues it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from storage.db import Database
+from storage.inbox import FAILED, QUEUED
+from storage.models import Notification
+from worker.recorder import record_notifications
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    processed: int = 0
+    failed: int = 0
+    to_retry: list[int] = field(default_factory=list)
+
+
+def lock_queued(session: Session, pks: Sequence[int]) -> list[Notification]:
+    """The still-queued notifications among ``pks``, locked, in clock order.
+
+    A second delivery of the same message waits here for the first to commit and then
+    finds nothing left to do: that is what makes re-delivery harmless.
+    """
+    return list(
+        session.scalars(
+            select(Notification)
+            .where(Notification.pk.in_(list(pks)), Notification.status == QUEUED)
+            .order_by(Notification.occurred_at, Notification.sequence, Notification.pk)
+            .with_for_update()
+        )
+    )
+
+
+def process_notifications(database: Database, pks: Sequence[int], max_attempts: int) -> Outcome:
+    outcome = Outcome()
+    try:
+        with database.unit_of_work(write=True) as session:
+            batch = lock_queued(session, pks)
+            if not batch:
+                return outcome
+            record_notifications(session, batch, datetime.now(UTC))
+            session.commit()
+            outcome.processed = len(batch)
+            return outcome
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        if len(pks) == 1:
+            return _record_failure(database, pks[0], max_attempts, outcome, exc)
+        log.warning("batch of %d failed; processing one by one", len(pks), exc_info=True)
+
+    for pk in pks:
+        single = process_notifications(database, [pk], max_attempts)
+        outcome.processed += single.processed
+        outcome.failed += single.failed
+        outcome.to_retry.extend(single.to_retry)
+    return outcome
+
+
+def _record_failure(
+    database: Database, pk: int, max_attempts: int, outcome: Outcome, exc: Exception
+) -> Outcome:
+    log.error("notification %s could not be processed", pk, exc_info=exc)
+    error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+    with database.unit_of_work(write=True) as session:
+        notification = session.get(Notification, pk, with_for_update=True)
+        if notification is None or notification.status != QUEUED:
+            return outcome
+        attempts = notification.attempts + 1
+        failed = attempts >= max_attempts
+        session.execute(
+            update(Notification)
+            .where(Notification.pk == pk)
+            .values(attempts=attempts, error=error, status=FAILED if failed else QUEUED)
+        )
+        session.commit()
+    if failed:
+        outcome.failed += 1
+    else:
+        outcome.to_retry.append(pk)
+    return outcome
