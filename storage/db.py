@@ -69,12 +69,15 @@ class Database:
 
     @contextmanager
     def unit_of_work(self, write: bool = False) -> Iterator[Session]:
-        """A session that rolls back unless the block commits it explicitly."""
+        """A session that rolls back unless the block commits it explicitly.
+
+        ``close`` rolls back what was not committed and detaches the objects without
+        expiring them, so what the block read stays readable after it.
+        """
         session = self.session(write=write)
         try:
             yield session
         finally:
-            session.rollback()
             session.close()
 
     def dispose(self) -> None:

@@ -23,6 +23,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # Event keys are allocated in blocks before the insert (storage.state).
+        op.execute("CREATE SEQUENCE events_id_seq AS bigint")
     op.create_table(
         "edges",
         sa.Column("org_id", sa.String(length=64), nullable=False),
@@ -215,6 +218,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP SEQUENCE IF EXISTS events_id_seq")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_notifications_queued",

@@ -1,0 +1,209 @@
+"""Entity state, edges and events: the set-based reads and writes of the worker.
+
+Every function takes the caller's session and works on many rows per statement. Locks are
+taken in a stable order (entity type, then id) so that two workers touching overlapping
+records wait for each other instead of deadlocking. On SQLite the caller's ``BEGIN
+IMMEDIATE`` serialises writers and ``FOR UPDATE`` is not rendered.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from storage.catalog import EDGE_ENDS
+from storage.inbox import dialect_insert
+from storage.models import Edge, Entity, Event, EventSubject
+
+EntityKey = tuple[str, str]
+
+entities: Table = Entity.__table__  # type: ignore[assignment]
+edges: Table = Edge.__table__  # type: ignore[assignment]
+events: Table = Event.__table__  # type: ignore[assignment]
+event_subjects: Table = EventSubject.__table__  # type: ignore[assignment]
+
+#: Ids per IN list: far below every bind-parameter limit.
+CHUNK = 1000
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _by_type(keys: Iterable[EntityKey]) -> dict[str, list[str]]:
+    grouped: dict[str, set[str]] = defaultdict(set)
+    for entity_type, entity_id in keys:
+        grouped[entity_type].add(entity_id)
+    return {entity_type: sorted(ids) for entity_type, ids in sorted(grouped.items())}
+
+
+def _select_entities(
+    session: Session, org_id: str, keys: Iterable[EntityKey], lock: bool
+) -> list[Row[Any]]:
+    found: list[Row[Any]] = []
+    for entity_type, ids in _by_type(keys).items():
+        for chunk in _chunks(ids):
+            statement = (
+                select(entities)
+                .where(
+                    entities.c.org_id == org_id,
+                    entities.c.entity_type == entity_type,
+                    entities.c.entity_id.in_(chunk),
+                )
+                .order_by(entities.c.entity_id)
+            )
+            if lock:
+                statement = statement.with_for_update()
+            found.extend(session.execute(statement).all())
+    return found
+
+
+def lock_entities(session: Session, org_id: str, keys: Iterable[EntityKey]) -> list[Row[Any]]:
+    """Lock the rows of ``keys``, creating empty ones for records never stored before.
+
+    An empty row knows nothing (no clocks); it exists so that two workers seeing the same
+    new record for the first time serialise on it and create it once.
+    """
+    keys = set(keys)
+    found = _select_entities(session, org_id, keys, lock=True)
+    missing = keys - {(row.entity_type, row.entity_id) for row in found}
+    if not missing:
+        return found
+    insert = dialect_insert(session)
+    for chunk in _chunks(sorted(missing)):
+        session.execute(
+            insert(entities)
+            .values(
+                [
+                    {
+                        "org_id": org_id,
+                        "entity_type": entity_type,
+                        "entity_id": entity_id,
+                        "properties": {},
+                        "clocks": {},
+                        "deleted": False,
+                    }
+                    for entity_type, entity_id in chunk
+                ]
+            )
+            .on_conflict_do_nothing()
+        )
+    return found + _select_entities(session, org_id, missing, lock=True)
+
+
+def load_entities(session: Session, org_id: str, keys: Iterable[EntityKey]) -> list[Row[Any]]:
+    """Read rows without locking them (for display names and parents)."""
+    return _select_entities(session, org_id, keys, lock=False)
+
+
+def lock_edges_of(session: Session, org_id: str, keys: Iterable[EntityKey]) -> list[Row[Any]]:
+    """Every edge with one of ``keys`` at an end, locked."""
+    grouped = _by_type(keys)
+    conditions = []
+    for kind, (a_type, b_type) in EDGE_ENDS.items():
+        for side, end_type in (("a", a_type), ("b", b_type)):
+            ids = grouped.get(end_type or "")
+            if not ids:
+                continue
+            column = edges.c.a_id if side == "a" else edges.c.b_id
+            for chunk in _chunks(ids):
+                conditions.append(and_(edges.c.kind == kind, column.in_(chunk)))
+    found: dict[tuple[str, str, str], Row[Any]] = {}
+    for condition in conditions:
+        statement = (
+            select(edges)
+            .where(edges.c.org_id == org_id, condition)
+            .order_by(edges.c.kind, edges.c.a_id, edges.c.b_id)
+            .with_for_update()
+        )
+        for row in session.execute(statement):
+            found[(row.kind, row.a_id, row.b_id)] = row
+    return list(found.values())
+
+
+def save_entities(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Write back the state of locked rows (one executemany)."""
+    if not rows:
+        return
+    statement = (
+        update(entities)
+        .where(
+            entities.c.org_id == bindparam("k_org_id"),
+            entities.c.entity_type == bindparam("k_entity_type"),
+            entities.c.entity_id == bindparam("k_entity_id"),
+        )
+        .values(
+            parent_id=bindparam("parent_id"),
+            properties=bindparam("properties"),
+            clocks=bindparam("clocks"),
+            deleted=bindparam("deleted"),
+            baseline=bindparam("baseline"),
+            updated_at=bindparam("updated_at"),
+        )
+    )
+    session.connection().execute(statement, list(rows))
+
+
+def bump_updated_at(
+    session: Session, org_id: str, keys: Iterable[EntityKey], moment: datetime
+) -> None:
+    """Move ``updated_at`` forward on rows this transaction did not lock (atomic per row)."""
+    for entity_type, ids in _by_type(keys).items():
+        for chunk in _chunks(ids):
+            session.execute(
+                update(entities)
+                .where(
+                    entities.c.org_id == org_id,
+                    entities.c.entity_type == entity_type,
+                    entities.c.entity_id.in_(chunk),
+                    or_(entities.c.updated_at.is_(None), entities.c.updated_at < moment),
+                )
+                .values(updated_at=moment)
+            )
+
+
+def save_edges(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    insert = dialect_insert(session)
+    statement = insert(edges)
+    statement = statement.on_conflict_do_update(
+        index_elements=[edges.c.org_id, edges.c.kind, edges.c.a_id, edges.c.b_id],
+        set_={
+            "present": statement.excluded.present,
+            "clock_us": statement.excluded.clock_us,
+            "clock_seq": statement.excluded.clock_seq,
+        },
+    )
+    session.execute(statement, list(rows))
+
+
+def allocate_event_ids(session: Session, count: int) -> list[int]:
+    """``count`` new event keys, increasing in the order given out."""
+    if count == 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        return list(
+            session.scalars(
+                text("SELECT nextval('events_id_seq') FROM generate_series(1, :n)"), {"n": count}
+            )
+        )
+    # SQLite: the caller's BEGIN IMMEDIATE makes this read-then-insert safe.
+    start = session.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0
+    return list(range(start + 1, start + 1 + count))
+
+
+def insert_events(
+    session: Session, rows: Sequence[dict[str, Any]], subjects: Sequence[dict[str, Any]]
+) -> None:
+    if rows:
+        session.execute(events.insert(), list(rows))
+    if subjects:
+        insert = dialect_insert(session)
+        session.execute(insert(event_subjects).on_conflict_do_nothing(), list(subjects))
