@@ -158,7 +158,8 @@ class Event(Base):
         Index("ix_events_org_actor_time", "org_id", "actor_id", "occurred_at", "id"),
         Index("ix_events_org_type_time", "org_id", "type", "occurred_at", "id"),
         Index("ix_events_org_ip", "org_id", "ip_address", "occurred_at", "id"),
-        Index("ix_events_notification", "notification_pk", "position"),
+        # One notification yields each of its events once, even if processed twice.
+        Index("ix_events_notification", "notification_pk", "position", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=False)

@@ -75,13 +75,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         path = tmp_path / "auditlog.sqlite3"
         shutil.copyfile(template, path)
         return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("postgres_template")
-    engine = create_engine(url)
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def postgres_url(postgres_template: str) -> str:
+    """The session's PostgreSQL database, emptied."""
+    engine = create_engine(postgres_template)
     with engine.begin() as connection:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
-    return url
+    return postgres_template
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_events_notification", ["notification_pk", "position"], unique=False
+            "ix_events_notification", ["notification_pk", "position"], unique=True
         )
         batch_op.create_index(
             "ix_events_org_actor_time", ["org_id", "actor_id", "occurred_at", "id"], unique=False
