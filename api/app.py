@@ -5,6 +5,9 @@ from __future__ import annotations
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.logs import blp as logs_blueprint
+from api.rest import create_api
+from ingest.schemas import NotificationBatchSchema, NotificationSchema
 from ingest.webhooks import blueprint as webhooks_blueprint
 from storage.db import Database
 from storage.runtime import Publish, Services
@@ -27,6 +30,11 @@ def create_app(
         database=database or Database(settings.database_url),
         publish=publish or publisher(create_celery(settings, fail_fast=True)),
     )
+    api = create_api(app)
+    api.spec.components.schema("Notification", schema=NotificationSchema)
+    api.spec.components.schema("NotificationBatch", schema=NotificationBatchSchema)
+    api.register_blueprint(webhooks_blueprint)
+    api.register_blueprint(logs_blueprint)
+    # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
-    app.register_blueprint(webhooks_blueprint)
     return app

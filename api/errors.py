@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+def reject(
+    exception: type[HTTPException], code: str, message: str, details: Any = None
+) -> NoReturn:
+    """Raise an HTTP error that the app's error handler renders in the one error shape."""
+    error = exception(description=message)
+    error.error_code = code  # type: ignore[attr-defined]
+    error.details = details or {}  # type: ignore[attr-defined]
+    raise error
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Any:

@@ -255,5 +255,24 @@ class WebhookBodySchema(Schema):
     notifications = fields.List(fields.Raw(), required=True, validate=Length(min=1, max=1000))
 
 
+class NotificationBatchSchema(Schema):
+    """The batch form of a webhook body (for the OpenAPI document)."""
+
+    notifications = fields.List(
+        fields.Nested(NotificationSchema), required=True, validate=Length(min=1, max=1000)
+    )
+
+
+class ReceiptSchema(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=OneOf(["queued", "duplicate"]))
+
+
+class WebhookAcceptedSchema(Schema):
+    accepted = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True)
+    notifications = fields.List(fields.Nested(ReceiptSchema), required=True)
+
+
 notification_schema = NotificationSchema()
 webhook_body_schema = WebhookBodySchema()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import (
     BadRequest,
-    HTTPException,
     NotFound,
     RequestEntityTooLarge,
     Unauthorized,
@@ -23,36 +22,46 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from api.context import services
+from api.errors import reject
+from api.rest import Blueprint
 from ingest.body import BodyRejected, parse_body
-from ingest.schemas import notification_schema, webhook_body_schema
+from ingest.schemas import WebhookAcceptedSchema, notification_schema, webhook_body_schema
 from ingest.signature import SignatureRejected, verify_signature
 from storage import inbox
 from storage.credentials import SecretBox
 from storage.inbox import IncomingNotification
 from storage.models import Source
-from storage.runtime import Services
 from storage.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
 
-blueprint = Blueprint("webhooks", __name__)
+blueprint = Blueprint("webhooks", __name__, description="Signed entity-change notifications")
 
 
-def reject(
-    exception: type[HTTPException], code: str, message: str, details: Any = None
-) -> NoReturn:
-    """Raise an HTTP error that the app's error handler renders in the one error shape."""
-    error = exception(description=message)
-    error.error_code = code  # type: ignore[attr-defined]
-    error.details = details or {}  # type: ignore[attr-defined]
-    raise error
-
-
-def services() -> Services:
-    return current_app.extensions["auditlog"]
-
-
-@blueprint.post("/v1/webhooks/<source_id>")
+@blueprint.route("/v1/webhooks/<source_id>", methods=["POST"])
+@blueprint.doc(
+    security=[],
+    parameters=[
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ],
+    requestBody={
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Notification"},
+                        {"$ref": "#/components/schemas/NotificationBatch"},
+                    ]
+                }
+            }
+        },
+    },
+)
+@blueprint.response(202, WebhookAcceptedSchema)
+@blueprint.errors(400, 401, 404, 413, 415, 422)
 def receive_webhook(source_id: str) -> Any:
     """Receive signed entity-change notifications."""
     runtime = services()

@@ -62,6 +62,69 @@ ORG_EDGE_ID = "org"
 ACTIONS = {"app.file_uploaded": "app", "person.workflow_launched": "person"}
 
 
+# Which code a change derives, by entity type (and origin variant).
+CREATED_CODES: dict[str, dict[str, str]] = {
+    "app": {},
+    "person": {"google": "person.created_google", "csv": "person.created_csv"},
+    "team": {"sync": "team.created_sync", "csv": "team.created_csv"},
+    "device": {"csv": "device.created_csv"},
+    "license": {"sync": "app.license_detected", "discovery": "app.license_detected"},
+    "subscription": {
+        "sync": "app.subscription_detected",
+        "discovery": "app.subscription_detected",
+    },
+}
+DEFAULT_CREATED = {
+    "app": "app.created",
+    "person": "person.created",
+    "team": "team.created",
+    "device": "device.created",
+    "license": "app.license_created",
+    "subscription": "app.subscription_created",
+}
+UPDATED_CODES = {
+    "app": "app.property_updated",
+    "person": "person.property_updated",
+    "team": "team.property_updated",
+    "device": "device.property_updated",
+    "license": "app.license_updated",
+    "subscription": "app.subscription_updated",
+}
+DELETED_CODES = {
+    "app": "app.deleted",
+    "person": "person.deleted",
+    "team": "team.deleted",
+    "device": "device.archived",
+    "license": "app.license_deleted",
+    "subscription": "app.subscription_archived",
+}
+
+#: (edge kind, the entity type whose point of view it is) → (created code, removed code).
+EDGE_CODES: dict[tuple[str, str], tuple[str, str]] = {
+    ("app_person", "app"): ("app.person_relationship_created", "app.person_relationship_removed"),
+    ("app_person", "person"): (
+        "person.app_relationship_created",
+        "person.app_relationship_removed",
+    ),
+    ("app_team", "app"): ("app.team_relationship_created", "app.team_relationship_removed"),
+    ("app_team", "team"): ("team.app_relationship_created", "team.app_relationship_removed"),
+    ("app_org", "app"): ("app.org_relationship_created", "app.org_relationship_removed"),
+    ("team_person", "team"): (
+        "team.person_relationship_created",
+        "team.person_relationship_removed",
+    ),
+    ("device_person", "device"): (
+        "device.person_relationship_created",
+        "device.person_relationship_removed",
+    ),
+    ("device_person", "person"): (
+        "person.device_relationship_created",
+        "person.device_relationship_removed",
+    ),
+    ("license_person", "license"): ("app.license_assigned", "app.license_revoked"),
+}
+
+
 @dataclass(frozen=True)
 class EventType:
     code: str
@@ -127,3 +190,16 @@ EVENT_TYPES_BY_CODE = {event_type.code: event_type for event_type in EVENT_TYPES
 
 def label_of(code: str) -> str:
     return EVENT_TYPES_BY_CODE[code].label
+
+
+#: Codes whose record is the event's first target (a license or subscription), not its entity.
+PARENTED_EVENT_PREFIXES = ("app.license_", "app.subscription_")
+PROPERTY_EVENT_CODES = frozenset(UPDATED_CODES.values()) | {"device.status_updated"}
+
+#: Relationship code → (edge kind, the entity type whose point of view it is, present after).
+EDGE_EVENT_CODES: dict[str, tuple[str, str, bool]] = {
+    code: (kind, perspective, present)
+    for (kind, perspective), pair in EDGE_CODES.items()
+    for code, present in zip(pair, (True, False), strict=True)
+}
+EDGE_EVENT_CODES["team.person_relationship_created_csv"] = ("team_person", "team", True)

@@ -6,6 +6,7 @@ Functions that touch the database take the session; they never create, commit or
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,16 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+
+def ip_in_network(address: str | None, network: str) -> int:
+    """SQLite's stand-in for PostgreSQL's ``inet <<= cidr``."""
+    if address is None:
+        return 0
+    try:
+        return int(ipaddress.ip_address(address) in ipaddress.ip_network(network, strict=False))
+    except ValueError:
+        return 0
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -34,6 +45,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        dbapi_connection.create_function("auditlog_ip_in", 2, ip_in_network, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:

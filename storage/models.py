@@ -91,7 +91,8 @@ class Notification(Base):
 
     pk: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
-    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id"))
+    # None for changes made through the API (restores), which no source sent.
+    source_id: Mapped[str | None] = mapped_column(ForeignKey("sources.id"))
     external_id: Mapped[str] = mapped_column(String(220))
     kind: Mapped[str] = mapped_column(String(16))
     entity_type: Mapped[str] = mapped_column(String(16))

@@ -18,8 +18,8 @@ from worker.diff import Change, DerivedEvent, World, apply
 class Sender:
     """The webhook source a notification came through: the default actor."""
 
-    source_id: str
-    name: str
+    source_id: str | None
+    name: str | None
 
 
 def change_of(payload: dict[str, Any]) -> Change:
@@ -35,12 +35,14 @@ def change_of(payload: dict[str, Any]) -> Change:
         properties=payload.get("properties"),
         relationships=payload.get("relationships"),
         action=payload.get("event"),
+        restored_from=payload.get("restored_from"),
     )
 
 
 def actor_of(payload: dict[str, Any], sender: Sender) -> dict[str, Any]:
     actor = payload.get("actor")
     if not actor:
+        assert sender.source_id is not None, "changes made through the API name their actor"
         return {"type": "integration", "id": sender.source_id, "name": sender.name, "email": None}
     return {
         "type": actor["type"],

@@ -19,7 +19,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.catalog import EDGE_ENDS, ORG_EDGE_ID, RELATIONSHIPS
+from storage.catalog import (
+    CREATED_CODES,
+    DEFAULT_CREATED,
+    DELETED_CODES,
+    EDGE_CODES,
+    EDGE_ENDS,
+    ORG_EDGE_ID,
+    RELATIONSHIPS,
+    UPDATED_CODES,
+)
 
 Clock = tuple[int, int]
 EntityKey = tuple[str, str]
@@ -100,6 +109,8 @@ class Change:
     properties: dict[str, Any] | None = None
     relationships: dict[str, Any] | None = None
     action: dict[str, Any] | None = None
+    #: Set on a restore: the id of the event whose old value this change puts back.
+    restored_from: str | None = None
 
 
 @dataclass
@@ -160,70 +171,6 @@ class World:
             if b_type == entity.type:
                 found.extend(self.edges_at(kind, "b", entity.id))
         return found
-
-
-# --- event codes -----------------------------------------------------------------------
-
-CREATED_CODES: dict[str, dict[str, str]] = {
-    "app": {},
-    "person": {"google": "person.created_google", "csv": "person.created_csv"},
-    "team": {"sync": "team.created_sync", "csv": "team.created_csv"},
-    "device": {"csv": "device.created_csv"},
-    "license": {"sync": "app.license_detected", "discovery": "app.license_detected"},
-    "subscription": {
-        "sync": "app.subscription_detected",
-        "discovery": "app.subscription_detected",
-    },
-}
-DEFAULT_CREATED = {
-    "app": "app.created",
-    "person": "person.created",
-    "team": "team.created",
-    "device": "device.created",
-    "license": "app.license_created",
-    "subscription": "app.subscription_created",
-}
-UPDATED_CODES = {
-    "app": "app.property_updated",
-    "person": "person.property_updated",
-    "team": "team.property_updated",
-    "device": "device.property_updated",
-    "license": "app.license_updated",
-    "subscription": "app.subscription_updated",
-}
-DELETED_CODES = {
-    "app": "app.deleted",
-    "person": "person.deleted",
-    "team": "team.deleted",
-    "device": "device.archived",
-    "license": "app.license_deleted",
-    "subscription": "app.subscription_archived",
-}
-
-#: (edge kind, the entity type whose point of view it is) → (created code, removed code).
-EDGE_CODES: dict[tuple[str, str], tuple[str, str]] = {
-    ("app_person", "app"): ("app.person_relationship_created", "app.person_relationship_removed"),
-    ("app_person", "person"): (
-        "person.app_relationship_created",
-        "person.app_relationship_removed",
-    ),
-    ("app_team", "app"): ("app.team_relationship_created", "app.team_relationship_removed"),
-    ("app_team", "team"): ("team.app_relationship_created", "team.app_relationship_removed"),
-    ("app_org", "app"): ("app.org_relationship_created", "app.org_relationship_removed"),
-    ("team_person", "team"): (
-        "team.person_relationship_created",
-        "team.person_relationship_removed",
-    ),
-    ("device_person", "device"): (
-        "device.person_relationship_created",
-        "device.person_relationship_removed",
-    ),
-    ("device_person", "person"): (
-        "person.device_relationship_created",
-        "person.device_relationship_removed",
-    ),
-    ("license_person", "license"): ("app.license_assigned", "app.license_revoked"),
-}
 
 
 def same_json(left: Any, right: Any) -> bool:
@@ -382,6 +329,9 @@ class Diff:
             property=key,
             old_value=old,
             new_value=new,
+            details={"restored_from": self.change.restored_from}
+            if self.change.restored_from
+            else {},
         )
 
     def apply_properties(self, full: bool) -> list[tuple[str, Any, Any]]:

@@ -134,11 +134,12 @@ def record_notifications(
     by_org: dict[str, list[Notification]] = defaultdict(list)
     for notification in notifications:
         by_org[notification.org_id].append(notification)
-    source_ids = {notification.source_id for notification in notifications}
-    senders = {
-        row.id: Sender(row.id, row.name)
+    source_ids = {n.source_id for n in notifications if n.source_id is not None}
+    senders: dict[str | None, Sender] = {None: Sender(None, None)}
+    senders.update(
+        (row.id, Sender(row.id, row.name))
         for row in session.execute(select(Source.id, Source.name).where(Source.id.in_(source_ids)))
-    }
+    )
     for org_id, batch in by_org.items():
         _record_org_batch(session, org_id, batch, senders, now)
     session.execute(
@@ -152,7 +153,7 @@ def _record_org_batch(
     session: Session,
     org_id: str,
     batch: Sequence[Notification],
-    senders: dict[str, Sender],
+    senders: dict[str | None, Sender],
     now: datetime,
 ) -> None:
     payloads = [{**notification.payload, "id": notification.external_id} for notification in batch]

@@ -182,7 +182,7 @@ def upgrade() -> None:
         "notifications",
         sa.Column("pk", BIG_INT_KEY, autoincrement=True, nullable=False),
         sa.Column("org_id", sa.String(length=64), nullable=False),
-        sa.Column("source_id", sa.String(length=64), nullable=False),
+        sa.Column("source_id", sa.String(length=64), nullable=True),
         sa.Column("external_id", sa.String(length=220), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("entity_type", sa.String(length=16), nullable=False),

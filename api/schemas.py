@@ -1,0 +1,174 @@
+"""Request and response schemas of the read API (CONTRACT §5), and so of its OpenAPI document."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
+from marshmallow.validate import Length, OneOf, Range
+
+from ingest.schemas import ActorSchema, Rfc3339DateTime
+from storage.catalog import ENTITY_TYPES, EVENT_TYPES_BY_CODE
+
+
+class EventTypeList(fields.Field):
+    """``person.property_updated,app.*``: exact codes and ``prefix.*``, as a set of codes."""
+
+    default_error_messages = {
+        "invalid": "A comma-separated list of event codes or prefixes ending in .*.",
+        "unknown": "Unknown event type: {code}.",
+    }
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> frozenset[str]:
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            items = value
+        else:
+            raise self.make_error("invalid")
+        codes: set[str] = set()
+        for item in (item.strip() for item in items):
+            if not item:
+                raise self.make_error("invalid")
+            if item.endswith(".*") and len(item) > 2:
+                matched = {code for code in EVENT_TYPES_BY_CODE if code.startswith(item[:-1])}
+            else:
+                matched = {item} if item in EVENT_TYPES_BY_CODE else set()
+            if not matched:
+                raise self.make_error("unknown", code=item)
+            codes |= matched
+        return frozenset(codes)
+
+
+class NetworkField(fields.Field):
+    """An IPv4 or IPv6 address or CIDR network; an address is its own /32 or /128."""
+
+    default_error_messages = {"invalid": "Not an IP address or CIDR network."}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            return ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise self.make_error("invalid") from None
+
+
+class LogFiltersSchema(Schema):
+    """The filters shared by the three log endpoints and exports."""
+
+    class Meta:
+        unknown = RAISE
+
+    entity_type = fields.String(validate=OneOf(ENTITY_TYPES))
+    entity_id = fields.String(validate=Length(min=1, max=200))
+    actor_id = fields.String(validate=Length(min=1, max=200))
+    event_type = EventTypeList(metadata={"type": "string", "example": "person.*,app.created"})
+    ip = NetworkField(metadata={"type": "string", "example": "203.0.113.0/24"})
+    since = Rfc3339DateTime(metadata={"type": "string", "format": "date-time"})
+    until = Rfc3339DateTime(metadata={"type": "string", "format": "date-time"})
+
+    @validates_schema
+    def check_record(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "entity_id" in data and "entity_type" not in data:
+            raise ValidationError("entity_id needs entity_type.", "entity_id")
+
+
+class LogQueryArgsSchema(LogFiltersSchema):
+    limit = fields.Integer(load_default=50, validate=Range(1, 500))
+    cursor = fields.String(validate=Length(min=1, max=1000))
+
+
+class AsOfQueryArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    as_of = Rfc3339DateTime(metadata={"type": "string", "format": "date-time"})
+
+
+class NoQueryArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class RecordRefSchema(Schema):
+    type = fields.String(required=True)
+    id = fields.String(required=True)
+    name = fields.String(allow_none=True, required=True)
+
+
+class EventActorSchema(Schema):
+    type = fields.String(required=True)
+    id = fields.String(required=True)
+    name = fields.String(allow_none=True, required=True)
+    email = fields.String(allow_none=True, required=True)
+
+
+class EventSchema(Schema):
+    id = fields.String(required=True)
+    type = fields.String(required=True)
+    label = fields.String(required=True)
+    occurred_at = fields.String(required=True, metadata={"format": "date-time"})
+    recorded_at = fields.String(required=True, metadata={"format": "date-time"})
+    entity = fields.Nested(RecordRefSchema, required=True)
+    targets = fields.List(fields.Nested(RecordRefSchema), required=True)
+    property = fields.String(allow_none=True, required=True)
+    old_value = fields.Raw(allow_none=True, required=True)
+    new_value = fields.Raw(allow_none=True, required=True)
+    actor = fields.Nested(EventActorSchema, required=True)
+    ip_address = fields.String(allow_none=True, required=True)
+    origin = fields.String(required=True)
+    source_id = fields.String(allow_none=True, required=True)
+    notification_id = fields.String(allow_none=True, required=True)
+    details = fields.Dict(required=True)
+
+
+class EventPageSchema(Schema):
+    events = fields.List(fields.Nested(EventSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class EventTypeSchema(Schema):
+    type = fields.String(required=True)
+    label = fields.String(required=True)
+    entity_type = fields.String(required=True)
+    extension = fields.Boolean(required=True)
+
+
+class EntityStateSchema(Schema):
+    entity = fields.Nested(RecordRefSchema, required=True)
+    properties = fields.Dict(required=True)
+    relationships = fields.Dict(required=True)
+    deleted = fields.Boolean(required=True)
+    updated_at = fields.String(allow_none=True, required=True, metadata={"format": "date-time"})
+
+
+class RestoreRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    event_id = fields.String(required=True, validate=Length(min=1, max=100))
+    actor = fields.Nested(ActorSchema, required=True)
+
+
+class RestoreResultSchema(Schema):
+    event = fields.Nested(EventSchema, allow_none=True, required=True)
+
+
+class NotificationStatusSchema(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, validate=OneOf(["queued", "processed", "failed"]))
+    attempts = fields.Integer(required=True)
+    error = fields.String(allow_none=True, required=True)
+    event_ids = fields.List(fields.String(), required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorBodySchema, required=True)

@@ -1,0 +1,242 @@
+"""The read side: filtered, keyset-paged reads of the log, and records as they stand.
+
+Queries go to the tables directly (no domain model). Every query is scoped to one
+organisation, and every filter is served by an index on PostgreSQL:
+
+- no record filter: ``(org_id, occurred_at, id)`` and its siblings per column;
+- a record's history: the primary key of ``event_subjects``, ``(org_id, entity_type,
+  entity_id, occurred_at, event_id)``;
+- an IP network: ``inet <<=``, which a btree on ``(org_id, ip_address, …)`` serves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, Table, cast, exists, func, literal, select, tuple_
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from storage.catalog import RELATIONSHIPS, label_of
+from storage.models import Edge, Entity, Event, EventSubject
+from storage.timefmt import rfc3339
+
+events: Table = Event.__table__  # type: ignore[assignment]
+event_subjects: Table = EventSubject.__table__  # type: ignore[assignment]
+edges: Table = Edge.__table__  # type: ignore[assignment]
+
+EVENT_ID_PREFIX = "evt_"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def public_event_id(pk: int) -> str:
+    """Fixed-width hex, so that ids compare as strings the way they compare as numbers."""
+    return f"{EVENT_ID_PREFIX}{pk:016x}"
+
+
+def event_pk(public_id: str) -> int | None:
+    if not public_id.startswith(EVENT_ID_PREFIX) or len(public_id) != len(EVENT_ID_PREFIX) + 16:
+        return None
+    try:
+        return int(public_id[len(EVENT_ID_PREFIX) :], 16)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What the three log endpoints and exports filter by; every part combines with AND.
+
+    ``records`` are (type, id) pairs: events whose entity or a target is each of them.
+    ``entity_type`` is the type of the event's entity. ``types`` is a set of exact codes.
+    """
+
+    records: tuple[tuple[str, str], ...] = ()
+    entity_type: str | None = None
+    actor_ids: tuple[str, ...] = ()
+    types: frozenset[str] | None = None
+    network: Network | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _base(org_id: str, flt: EventFilter, dialect: str) -> tuple[Select[Any], Any, Any]:
+    """The filtered select and the two columns it is ordered by."""
+    if flt.records:
+        first_type, first_id = flt.records[0]
+        subject = event_subjects.alias("subject")
+        statement = (
+            select(events)
+            .select_from(subject.join(events, events.c.id == subject.c.event_id))
+            .where(
+                subject.c.org_id == org_id,
+                subject.c.entity_type == first_type,
+                subject.c.entity_id == first_id,
+                events.c.org_id == org_id,
+            )
+        )
+        time_column, id_column = subject.c.occurred_at, subject.c.event_id
+        for other_type, other_id in flt.records[1:]:
+            also = event_subjects.alias()
+            statement = statement.where(
+                exists().where(
+                    also.c.org_id == org_id,
+                    also.c.entity_type == other_type,
+                    also.c.entity_id == other_id,
+                    also.c.event_id == events.c.id,
+                )
+            )
+    else:
+        statement = select(events).where(events.c.org_id == org_id)
+        time_column, id_column = events.c.occurred_at, events.c.id
+
+    if flt.entity_type is not None:
+        statement = statement.where(events.c.entity_type == flt.entity_type)
+    for actor_id in flt.actor_ids:
+        statement = statement.where(events.c.actor_id == actor_id)
+    if flt.types is not None:
+        statement = statement.where(events.c.type.in_(sorted(flt.types)))
+    if flt.network is not None:
+        statement = statement.where(_in_network(flt.network, dialect))
+    if flt.since is not None:
+        statement = statement.where(time_column >= flt.since)
+    if flt.until is not None:
+        statement = statement.where(time_column < flt.until)
+    return statement, time_column, id_column
+
+
+def _in_network(network: Network, dialect: str) -> Any:
+    if dialect == "postgresql":
+        return events.c.ip_address.op("<<=")(cast(literal(str(network)), postgresql.INET()))
+    # SQLite: a Python function registered on each connection (storage.db); a full scan,
+    # correct for both families, which the embedded default can afford.
+    return func.auditlog_ip_in(events.c.ip_address, str(network)) == 1
+
+
+def events_page_statement(
+    dialect: str,
+    org_id: str,
+    flt: EventFilter,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+    max_event_id: int | None = None,
+) -> Select[Any]:
+    statement, time_column, id_column = _base(org_id, flt, dialect)
+    if after is not None:
+        statement = statement.where(tuple_(time_column, id_column) < tuple_(*after))
+    if max_event_id is not None:
+        statement = statement.where(id_column <= max_event_id)
+    return statement.order_by(time_column.desc(), id_column.desc()).limit(limit)
+
+
+def events_page(
+    session: Session,
+    org_id: str,
+    flt: EventFilter,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+    max_event_id: int | None = None,
+) -> list[Row[Any]]:
+    """Up to ``limit`` matching events, newest first, strictly after the ``after`` position.
+
+    ``max_event_id`` bounds the read to events recorded before some moment (exports).
+    """
+    dialect = session.get_bind().dialect.name
+    statement = events_page_statement(dialect, org_id, flt, limit, after, max_event_id)
+    return list(session.execute(statement).all())
+
+
+def count_events(
+    session: Session, org_id: str, flt: EventFilter, max_event_id: int | None = None
+) -> int:
+    statement, _, id_column = _base(org_id, flt, session.get_bind().dialect.name)
+    if max_event_id is not None:
+        statement = statement.where(id_column <= max_event_id)
+    return int(session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
+
+
+def latest_event_id(session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0)
+
+
+def event_document(row: Any) -> dict[str, Any]:
+    """The public event object (CONTRACT §4) of an ``events`` row."""
+    return {
+        "id": public_event_id(row.id),
+        "type": row.type,
+        "label": label_of(row.type),
+        "occurred_at": rfc3339(row.occurred_at),
+        "recorded_at": rfc3339(row.recorded_at),
+        "entity": {"type": row.entity_type, "id": row.entity_id, "name": row.entity_name},
+        "targets": row.targets,
+        "property": row.property,
+        "old_value": row.old_value,
+        "new_value": row.new_value,
+        "actor": {
+            "type": row.actor_type,
+            "id": row.actor_id,
+            "name": row.actor_name,
+            "email": row.actor_email,
+        },
+        "ip_address": row.ip_address,
+        "origin": row.origin,
+        "source_id": row.source_id,
+        "notification_id": row.notification_id,
+        "details": row.details or {},
+    }
+
+
+def find_event(session: Session, org_id: str, pk: int) -> Row[Any] | None:
+    return session.execute(
+        select(events).where(events.c.org_id == org_id, events.c.id == pk)
+    ).first()
+
+
+def find_entity(session: Session, org_id: str, entity_type: str, entity_id: str) -> Entity | None:
+    return session.get(Entity, (org_id, entity_type, entity_id))
+
+
+def relationships_of(
+    session: Session, org_id: str, entity_type: str, entity_id: str
+) -> dict[str, Any]:
+    """Present edges by relationship name (``org`` a boolean), as the record sees them."""
+    result: dict[str, Any] = {}
+    for name, relationship in RELATIONSHIPS[entity_type].items():
+        column = edges.c.a_id if relationship.side == "a" else edges.c.b_id
+        other = edges.c.b_id if relationship.side == "a" else edges.c.a_id
+        ids = list(
+            session.scalars(
+                select(other)
+                .where(
+                    edges.c.org_id == org_id,
+                    edges.c.kind == relationship.kind,
+                    column == entity_id,
+                    edges.c.present.is_(True),
+                )
+                .order_by(other)
+            )
+        )
+        result[name] = bool(ids) if name == "org" else ids
+    return result
+
+
+def record_log(
+    session: Session, org_id: str, entity_type: str, entity_id: str, until: datetime
+) -> Sequence[Row[Any]]:
+    """Every event concerning a record with ``occurred_at <= until``, oldest first."""
+    statement = (
+        select(events)
+        .select_from(event_subjects.join(events, events.c.id == event_subjects.c.event_id))
+        .where(
+            event_subjects.c.org_id == org_id,
+            event_subjects.c.entity_type == entity_type,
+            event_subjects.c.entity_id == entity_id,
+            event_subjects.c.occurred_at <= until,
+        )
+        .order_by(event_subjects.c.occurred_at, event_subjects.c.event_id)
+    )
+    return session.execute(statement).all()
