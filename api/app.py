@@ -5,36 +5,41 @@ from __future__ import annotations
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.exports import blp as exports_blueprint
 from api.logs import blp as logs_blueprint
 from api.rest import create_api
 from ingest.schemas import NotificationBatchSchema, NotificationSchema
 from ingest.webhooks import blueprint as webhooks_blueprint
 from storage.db import Database
-from storage.runtime import Publish, Services
+from storage.runtime import Publish, Services, StartExport
 from storage.settings import Settings
-from worker.queue import create_celery, publisher
+from worker.queue import create_celery, export_starter, publisher
 
 
 def create_app(
     settings: Settings | None = None,
     database: Database | None = None,
     publish: Publish | None = None,
+    start_export: StartExport | None = None,
 ) -> Flask:
     """Build the app; tests pass their own settings, database or publisher."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    celery = create_celery(settings, fail_fast=True)
     app.extensions["auditlog"] = Services(
         settings=settings,
         database=database or Database(settings.database_url),
-        publish=publish or publisher(create_celery(settings, fail_fast=True)),
+        publish=publish or publisher(celery),
+        start_export=start_export or export_starter(celery),
     )
     api = create_api(app)
     api.spec.components.schema("Notification", schema=NotificationSchema)
     api.spec.components.schema("NotificationBatch", schema=NotificationBatchSchema)
     api.register_blueprint(webhooks_blueprint)
     api.register_blueprint(logs_blueprint)
+    api.register_blueprint(exports_blueprint)
     # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
     return app

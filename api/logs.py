@@ -60,23 +60,10 @@ def event_filter(
     )
 
 
-def filter_scope(flt: EventFilter) -> dict[str, Any]:
-    """What a cursor is bound to: everything that selects events (not the page size)."""
-    return {
-        "records": flt.records,
-        "entity_type": flt.entity_type,
-        "actors": flt.actor_ids,
-        "types": sorted(flt.types) if flt.types is not None else None,
-        "network": str(flt.network) if flt.network else None,
-        "since": flt.since.isoformat() if flt.since else None,
-        "until": flt.until.isoformat() if flt.until else None,
-    }
-
-
 def log_page(args: dict[str, Any], flt: EventFilter) -> Any:
     runtime = services()
     cursors = Cursors(runtime.settings.secret_key)
-    scope = filter_scope(flt)
+    scope = flt.to_json()
     after = None
     if "cursor" in args:
         try:

@@ -206,7 +206,10 @@ class Export(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    #: The filters as the client gave them (echoed back).
     filters: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    #: The same filters, parsed (storage.queries.EventFilter.to_json).
+    query: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     status: Mapped[str] = mapped_column(String(16))
     max_event_id: Mapped[int | None] = mapped_column(BigInteger)
     rows_written: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -215,5 +218,7 @@ class Export(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Last sign of life of the task building it; the sweeper restarts a silent one.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     file_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

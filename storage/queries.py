@@ -63,6 +63,29 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": [list(record) for record in self.records],
+            "entity_type": self.entity_type,
+            "actor_ids": list(self.actor_ids),
+            "types": sorted(self.types) if self.types is not None else None,
+            "network": str(self.network) if self.network is not None else None,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> EventFilter:
+        return cls(
+            records=tuple((t, i) for t, i in stored["records"]),
+            entity_type=stored["entity_type"],
+            actor_ids=tuple(stored["actor_ids"]),
+            types=frozenset(stored["types"]) if stored["types"] is not None else None,
+            network=ipaddress.ip_network(stored["network"]) if stored["network"] else None,
+            since=datetime.fromisoformat(stored["since"]) if stored["since"] else None,
+            until=datetime.fromisoformat(stored["until"]) if stored["until"] else None,
+        )
+
 
 def _base(org_id: str, flt: EventFilter, dialect: str) -> tuple[Select[Any], Any, Any]:
     """The filtered select and the two columns it is ordered by."""
@@ -121,10 +144,11 @@ def events_page_statement(
     dialect: str,
     org_id: str,
     flt: EventFilter,
-    limit: int,
+    limit: int | None,
     after: tuple[datetime, int] | None = None,
     max_event_id: int | None = None,
 ) -> Select[Any]:
+    """The page query; ``limit=None`` reads every matching event (exports)."""
     statement, time_column, id_column = _base(org_id, flt, dialect)
     if after is not None:
         statement = statement.where(tuple_(time_column, id_column) < tuple_(*after))

@@ -11,9 +11,13 @@ from storage.settings import Settings
 #: Publishes "process these notification keys" as one queue message; may raise.
 Publish = Callable[[Sequence[int]], None]
 
+#: Queues the building of one export; may raise.
+StartExport = Callable[[str], None]
+
 
 @dataclass
 class Services:
     settings: Settings
     database: Database
     publish: Publish
+    start_export: StartExport

@@ -47,7 +47,7 @@ class Settings:
     var_dir: Path = Path("var")
     database_url: str = ""
     redis_url: str | None = None
-    export_dir: Path = Path("var/exports")
+    export_dir: Path = Path()  # default: var_dir / "exports"
     export_ttl_seconds: int = 604800
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 2 * 1024 * 1024
@@ -59,6 +59,8 @@ class Settings:
     max_attempts: int = 5
 
     def __post_init__(self) -> None:
+        if self.export_dir == Path():
+            object.__setattr__(self, "export_dir", self.var_dir / "exports")
         if not self.database_url:
             object.__setattr__(
                 self, "database_url", f"sqlite:///{(self.var_dir / 'auditlog.sqlite3')}"

@@ -14,11 +14,13 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from storage.db import Database
-from storage.runtime import Publish
+from storage.runtime import Publish, StartExport
 from storage.settings import Settings
 
 PROCESS_NOTIFICATIONS = "auditlog.process_notifications"
 REQUEUE_STALE = "auditlog.requeue_stale_notifications"
+BUILD_EXPORT = "auditlog.build_export"
+EXPIRE_EXPORTS = "auditlog.expire_exports"
 QUEUE = "auditlog"
 
 #: Longer than any task can run; Redis redelivers an unacknowledged message after it.
@@ -76,6 +78,10 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
                 "task": REQUEUE_STALE,
                 "schedule": timedelta(seconds=settings.sweep_interval_seconds),
             },
+            "expire-exports": {
+                "task": EXPIRE_EXPORTS,
+                "schedule": timedelta(seconds=max(settings.sweep_interval_seconds, 60)),
+            },
         },
     )
     app.auditlog_settings = settings
@@ -92,6 +98,15 @@ def publisher(app: Celery) -> Publish:
         app.send_task(PROCESS_NOTIFICATIONS, args=[list(pks)], retry=False)
 
     return publish
+
+
+def export_starter(app: Celery) -> StartExport:
+    """Queue the building of an export (the sweeper restarts one whose message is lost)."""
+
+    def start(export_id: str) -> None:
+        app.send_task(BUILD_EXPORT, args=[export_id], retry=False)
+
+    return start
 
 
 _databases: dict[str, Database] = {}

@@ -9,13 +9,16 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from storage import inbox
+from storage import exports, inbox
+from worker import exports as worker_exports
 from worker import processing
 
 #: Transient database trouble (server down, deadlock, lock timeout): retry with backoff.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 MAX_TRANSIENT_RETRIES = 20
 PUBLISH_CHUNK = 1000
+#: An export silent for this many REQUEUE_AFTER_SECONDS is presumed lost and restarted.
+EXPORT_STALL_FACTOR = 10
 
 
 def backoff(retries: int) -> float:
@@ -23,7 +26,15 @@ def backoff(retries: int) -> float:
 
 
 def register(app: Celery) -> None:
-    from worker.queue import PROCESS_NOTIFICATIONS, REQUEUE_STALE, database_for, publisher
+    from worker.queue import (
+        BUILD_EXPORT,
+        EXPIRE_EXPORTS,
+        PROCESS_NOTIFICATIONS,
+        REQUEUE_STALE,
+        database_for,
+        export_starter,
+        publisher,
+    )
 
     @app.task(name=PROCESS_NOTIFICATIONS, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
     def process_notifications(self: Task, pks: Sequence[int]) -> dict[str, Any]:
@@ -58,4 +69,39 @@ def register(app: Celery) -> None:
         publish = publisher(app)
         for start in range(0, len(pks), PUBLISH_CHUNK):
             publish(pks[start : start + PUBLISH_CHUNK])
-        return {"requeued": len(pks)}
+
+        # Exports whose task went silent (message lost, worker killed) start again.
+        now = datetime.now(UTC)
+        silent_for = timedelta(seconds=EXPORT_STALL_FACTOR * settings.requeue_after_seconds)
+        with database.unit_of_work(write=True) as session:
+            stalled = exports.stalled(session, now, silent_for)
+            for export_id in stalled:
+                exports.set_progress(session, export_id, heartbeat_at=now)
+            session.commit()
+        start_export = export_starter(app)
+        for export_id in stalled:
+            start_export(export_id)
+        return {"requeued": len(pks), "exports_restarted": len(stalled)}
+
+    @app.task(name=BUILD_EXPORT, bind=True, max_retries=5)
+    def build_export(self: Task, export_id: str) -> str:
+        """Write one export's CSV file."""
+        settings = app.auditlog_settings
+        database = database_for(app)
+        try:
+            return worker_exports.build_export(
+                database, export_id, settings.export_dir, settings.export_ttl_seconds
+            )
+        except TRANSIENT_ERRORS as exc:
+            if self.request.retries >= self.max_retries:
+                worker_exports.fail_export(database, export_id, str(exc), datetime.now(UTC))
+                raise
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        except Exception as exc:
+            worker_exports.fail_export(database, export_id, repr(exc), datetime.now(UTC))
+            raise
+
+    @app.task(name=EXPIRE_EXPORTS)
+    def expire_exports() -> dict[str, int]:
+        """Delete export files past EXPORT_TTL_SECONDS and mark those exports expired."""
+        return {"expired": worker_exports.expire_exports(database_for(app), datetime.now(UTC))}

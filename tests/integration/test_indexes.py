@@ -16,34 +16,12 @@ from sqlalchemy import create_engine
 from sqlalchemy.dialects import postgresql
 
 from storage.queries import EventFilter, events_page_statement
+from tests.integration.workload import fill_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ROWS = 500_000
 
-FILL = f"""
-INSERT INTO events (id, org_id, type, occurred_at, recorded_at, entity_type, entity_id,
-                    entity_name, targets, actor_type, actor_id, ip_address, origin, position,
-                    details)
-SELECT g,
-       'org_' || mod(g, 10),
-       (ARRAY['person.created', 'person.property_updated', 'app.created',
-              'app.person_relationship_created', 'team.created', 'device.status_updated',
-              'app.license_assigned', 'person.app_relationship_removed'])[1 + mod(g, 8)],
-       timestamptz '2026-01-01 00:00:00+00' + g * interval '30 seconds',
-       now(),
-       (ARRAY['person', 'app', 'team', 'device'])[1 + mod(g, 4)],
-       'e' || mod(g, 20000),
-       NULL, '[]', 'user', 'actor' || mod(g, 500),
-       CASE WHEN mod(g, 3) = 0 THEN ('2001:db8:' || to_hex(mod(g, 65536)) || '::1')::inet
-            ELSE ('10.' || mod(g, 256) || '.' || mod(g / 256, 256) || '.7')::inet END,
-       'sync', 0, '{{}}'
-FROM generate_series(1, {ROWS}) AS g;
-INSERT INTO event_subjects (org_id, entity_type, entity_id, occurred_at, event_id)
-SELECT org_id, entity_type, entity_id, occurred_at, id FROM events;
-ANALYZE events;
-ANALYZE event_subjects;
-"""
 
 SINCE = datetime(2026, 2, 1, tzinfo=UTC)
 UNTIL = datetime(2026, 2, 3, tzinfo=UTC)
@@ -85,7 +63,7 @@ def filled(postgres_template):
     engine = create_engine(postgres_template)
     with engine.begin() as connection:
         connection.exec_driver_sql("TRUNCATE events, event_subjects")
-        connection.exec_driver_sql(FILL)
+        fill_events(connection, ROWS, orgs=10)
     yield engine
     with engine.begin() as connection:
         connection.exec_driver_sql("TRUNCATE events, event_subjects")

@@ -145,6 +145,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("org_id", sa.String(length=64), nullable=False),
         sa.Column("filters", JSON_DOCUMENT, nullable=False),
+        sa.Column("query", JSON_DOCUMENT, nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("max_event_id", sa.BigInteger(), nullable=True),
         sa.Column("rows_written", sa.BigInteger(), nullable=False),
@@ -153,6 +154,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("file_path", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(

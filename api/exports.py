@@ -1,0 +1,185 @@
+"""CSV exports (CONTRACT §6): queue one, watch its progress, download it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import jsonify, request, send_file, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from marshmallow import Schema, fields
+from werkzeug.exceptions import Conflict, Forbidden, Gone, NotFound
+
+from api.auth import require_api_key
+from api.context import org_id, services
+from api.errors import reject
+from api.logs import event_filter
+from api.rest import Blueprint
+from api.schemas import LogFiltersSchema, NoQueryArgsSchema
+from storage import exports
+from storage.models import Export
+from storage.timefmt import rfc3339
+
+log = logging.getLogger(__name__)
+
+blp = Blueprint("exports", __name__, url_prefix="/v1", description="CSV exports of the log")
+
+LINK_SECONDS = 15 * 60
+
+
+class ExportRequestSchema(LogFiltersSchema):
+    """The log filters, as a JSON body; ``event_type`` may also be a list."""
+
+
+class DownloadQueryArgsSchema(NoQueryArgsSchema):
+    token = fields.String()
+
+
+class ExportSchema(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    filters = fields.Dict(required=True)
+    rows_written = fields.Integer(required=True)
+    rows_total = fields.Integer(allow_none=True, required=True)
+    progress = fields.Float(required=True)
+    created_at = fields.String(required=True)
+    started_at = fields.String(allow_none=True, required=True)
+    finished_at = fields.String(allow_none=True, required=True)
+    expires_at = fields.String(allow_none=True, required=True)
+    download_url = fields.String(allow_none=True, required=True)
+    error = fields.String(allow_none=True, required=True)
+
+
+class ExportListSchema(Schema):
+    exports = fields.List(fields.Nested(ExportSchema), required=True)
+
+
+def link_signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(services().settings.secret_key, salt="auditlog.export-link.v1")
+
+
+@blp.before_request
+def authenticate() -> None:
+    """A signed link downloads without a key; everything else needs one."""
+    if request.endpoint == "exports.download_export" and "token" in request.args:
+        if "Authorization" not in request.headers:
+            return
+    require_api_key()
+
+
+def progress_of(export: Export) -> float:
+    if export.status in (exports.SUCCEEDED, exports.EXPIRED):
+        return 1.0
+    if not export.rows_total:
+        return 0.0
+    return min(1.0, export.rows_written / export.rows_total)
+
+
+def export_document(export: Export) -> dict[str, Any]:
+    def moment(value: datetime | None) -> str | None:
+        return rfc3339(value) if value is not None else None
+
+    download_url = None
+    if export.status == exports.SUCCEEDED:
+        token = link_signer().dumps({"export": export.id, "org": export.org_id})
+        download_url = url_for(
+            "exports.download_export", export_id=export.id, token=token, _external=True
+        )
+    return {
+        "id": export.id,
+        "status": export.status,
+        "filters": export.filters,
+        "rows_written": export.rows_written,
+        "rows_total": export.rows_total,
+        "progress": progress_of(export),
+        "created_at": moment(export.created_at),
+        "started_at": moment(export.started_at),
+        "finished_at": moment(export.finished_at),
+        "expires_at": moment(export.expires_at),
+        "download_url": download_url,
+        "error": export.error,
+    }
+
+
+@blp.route("/exports", methods=["POST"])
+@blp.arguments(ExportRequestSchema)
+@blp.response(202, ExportSchema)
+@blp.errors(400, 401, 422)
+def create_export(args: dict[str, Any]) -> Any:
+    """Queue a CSV export of the events matching the filters, recorded until now."""
+    runtime = services()
+    with runtime.database.unit_of_work(write=True) as session:
+        export = exports.create_export(
+            session,
+            org_id(),
+            request.get_json(silent=True) or {},
+            event_filter(args),
+            datetime.now(UTC),
+        )
+        session.commit()
+    try:
+        runtime.start_export(export.id)
+    except Exception:  # the sweeper starts exports whose message never left
+        log.warning("queueing export %s failed; the sweeper will retry", export.id, exc_info=True)
+    response = jsonify(export_document(export))
+    response.status_code = 202
+    response.headers["Location"] = url_for("exports.get_export", export_id=export.id)
+    return response
+
+
+@blp.route("/exports", methods=["GET"])
+@blp.arguments(NoQueryArgsSchema, location="query")
+@blp.response(200, ExportListSchema)
+@blp.errors(400, 401)
+def list_exports(args: dict[str, Any]) -> Any:
+    """The organisation's exports, newest first."""
+    with services().database.unit_of_work() as session:
+        found = exports.list_exports(session, org_id())
+    return jsonify(exports=[export_document(export) for export in found])
+
+
+@blp.route("/exports/<export_id>", methods=["GET"])
+@blp.arguments(NoQueryArgsSchema, location="query")
+@blp.response(200, ExportSchema)
+@blp.errors(400, 401, 404)
+def get_export(args: dict[str, Any], export_id: str) -> Any:
+    """One export, with its progress and, once it succeeded, a download link."""
+    with services().database.unit_of_work() as session:
+        export = exports.find_export(session, org_id(), export_id)
+    if export is None:
+        reject(NotFound, "not_found", "no such export")
+    return jsonify(export_document(export))
+
+
+@blp.route("/exports/<export_id>/download", methods=["GET"])
+@blp.arguments(DownloadQueryArgsSchema, location="query")
+@blp.response(200, description="the CSV file", content_type="text/csv")
+@blp.errors(400, 401, 403, 404, 409, 410)
+def download_export(args: dict[str, Any], export_id: str) -> Any:
+    """The CSV, with the bearer key or through a signed ``download_url``."""
+    if "Authorization" in request.headers or "token" not in args:
+        owner = org_id()
+    else:
+        try:
+            claims = link_signer().loads(args["token"], max_age=LINK_SECONDS)
+        except BadSignature:
+            reject(Forbidden, "invalid_link", "the link was altered or has expired")
+        if not isinstance(claims, dict) or claims.get("export") != export_id:
+            reject(Forbidden, "invalid_link", "the link is for another export")
+        owner = claims["org"]
+    with services().database.unit_of_work() as session:
+        export = exports.find_export(session, owner, export_id)
+    if export is None:
+        reject(NotFound, "not_found", "no such export")
+    if export.status == exports.EXPIRED:
+        reject(Gone, "export_expired", "the export has expired")
+    if export.status != exports.SUCCEEDED or not export.file_path:
+        reject(Conflict, "export_not_ready", f"the export is {export.status}")
+    path = Path(export.file_path)
+    if not path.exists():
+        reject(Gone, "export_expired", "the export file is gone")
+    return send_file(
+        path, mimetype="text/csv", as_attachment=True, download_name=f"{export.id}.csv"
+    )

@@ -1,0 +1,80 @@
+"""Export rows: created by the API, advanced by the worker, expired by beat."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.credentials import new_id
+from storage.models import Export
+from storage.queries import EventFilter, latest_event_id
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, EXPIRED = "queued", "running", "succeeded", "failed", "expired"
+
+
+def create_export(
+    session: Session, org_id: str, filters: dict[str, Any], flt: EventFilter, now: datetime
+) -> Export:
+    """A queued export of the matching events recorded up to now (its snapshot)."""
+    export = Export(
+        id=new_id("exp"),
+        org_id=org_id,
+        filters=filters,
+        query=flt.to_json(),
+        status=QUEUED,
+        max_event_id=latest_event_id(session),
+        rows_written=0,
+        created_at=now,
+        heartbeat_at=now,
+    )
+    session.add(export)
+    session.flush()
+    return export
+
+
+def find_export(session: Session, org_id: str, export_id: str) -> Export | None:
+    export = session.get(Export, export_id)
+    return export if export is not None and export.org_id == org_id else None
+
+
+def list_exports(session: Session, org_id: str) -> list[Export]:
+    return list(
+        session.scalars(
+            select(Export)
+            .where(Export.org_id == org_id)
+            .order_by(Export.created_at.desc(), Export.id.desc())
+        )
+    )
+
+
+def set_progress(session: Session, export_id: str, **values: Any) -> None:
+    session.execute(update(Export).where(Export.id == export_id).values(**values))
+
+
+def stalled(session: Session, now: datetime, silent_for: timedelta) -> list[str]:
+    """Exports queued or running whose task has not been heard of for ``silent_for``."""
+    return list(
+        session.scalars(
+            select(Export.id).where(
+                Export.status.in_([QUEUED, RUNNING]),
+                or_(Export.heartbeat_at.is_(None), Export.heartbeat_at < now - silent_for),
+            )
+        )
+    )
+
+
+def claim_expired(session: Session, now: datetime) -> list[Export]:
+    """Succeeded exports past their time, marked expired (the caller deletes the files)."""
+    expired = list(
+        session.scalars(
+            select(Export)
+            .where(Export.status == SUCCEEDED, Export.expires_at <= now)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for export in expired:
+        export.status = EXPIRED
+    return expired

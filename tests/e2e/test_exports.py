@@ -1,0 +1,294 @@
+"""Exports through HTTP (CONTRACT §6), built by the worker's function, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from api.app import create_app
+from tests.e2e.test_read_api import auth, decorated_history, deliver, fetch_all
+from tests.factories import make_tenant, notification
+from worker.exports import COLUMNS, build_export, expire_exports
+
+
+class RecordingStarter:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def __call__(self, export_id: str) -> None:
+        self.started.append(export_id)
+
+
+@pytest.fixture
+def starter() -> RecordingStarter:
+    return RecordingStarter()
+
+
+@pytest.fixture
+def app(settings, database, publisher, starter):
+    return create_app(settings, database=database, publish=publisher, start_export=starter)
+
+
+@pytest.fixture
+def tenant(client, database, settings, publisher):
+    tenant = make_tenant(database, settings)
+    deliver(client, tenant, publisher, database, decorated_history(random.Random(8), 150, "x"))
+    return tenant
+
+
+def request_export(client, tenant, filters: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/v1/exports", json=filters, headers=auth(tenant))
+    assert response.status_code == 202, response.json
+    assert response.headers["Location"].endswith(f"/v1/exports/{response.json['id']}")
+    return response.json
+
+
+def build(database, settings, export_id: str) -> None:
+    assert (
+        build_export(database, export_id, settings.export_dir, settings.export_ttl_seconds)
+        == "succeeded"
+    )
+
+
+def fetch(client, path: str, **kwargs: Any) -> tuple[int, bytes]:
+    """GET and close (a file response holds its file open until closed)."""
+    with client.get(path, **kwargs) as response:
+        return response.status_code, response.data
+
+
+def download(client, tenant, export_id: str) -> list[dict[str, str]]:
+    status, body = fetch(client, f"/v1/exports/{export_id}/download", headers=auth(tenant))
+    assert status == 200
+    assert body.startswith("\ufeff".encode())
+    text = body.decode("utf-8")[1:]
+    assert "\r\n" in text
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader)
+    assert header == COLUMNS
+    return [dict(zip(header, row, strict=True)) for row in reader]
+
+
+def as_cells(event: dict[str, Any]) -> dict[str, str]:
+    """What the CSV must hold for an API event (written here independently of worker.exports)."""
+
+    def text(value: Any) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            import json
+
+            value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return (
+            "'" + value
+            if value[:1] in ("=", "+", "-", "@", "\t", "\r", "\x00") and value
+            else value
+        )
+
+    targets = "; ".join(
+        f"{t['type']}:{t['id']}" + (f" ({t['name']})" if t["name"] is not None else "")
+        for t in event["targets"]
+    )
+    return {
+        "occurred_at": event["occurred_at"],
+        "event_type": event["type"],
+        "event": event["label"],
+        "entity_type": event["entity"]["type"],
+        "entity_id": event["entity"]["id"],
+        "entity_name": text(event["entity"]["name"]),
+        "targets": text(targets),
+        "property": text(event["property"]),
+        "old_value": text(event["old_value"]),
+        "new_value": text(event["new_value"]),
+        "actor_type": event["actor"]["type"],
+        "actor_id": text(event["actor"]["id"]),
+        "actor_name": text(event["actor"]["name"]),
+        "actor_email": text(event["actor"]["email"]),
+        "ip_address": text(event["ip_address"]),
+        "origin": event["origin"],
+        "event_id": event["id"],
+    }
+
+
+EXPORT_FILTERS = [
+    {},
+    {"entity_type": "person"},
+    {"event_type": ["person.*", "app.created"]},
+    {"event_type": "team.*", "since": "2026-11-01T00:10:00Z"},
+    {"ip": "2001:db8::/32", "actor_id": "p-admin"},
+    {"entity_type": "app", "entity_id": "a1", "until": "2026-11-01T02:00:00Z"},
+]
+
+
+class TestContent:
+    def test_the_csv_equals_the_api_for_the_same_filters(self, client, tenant, database, settings):
+        for filters in EXPORT_FILTERS:
+            export = request_export(client, tenant, filters)
+            assert export["filters"] == filters
+            build(database, settings, export["id"])
+            rows = download(client, tenant, export["id"])
+            query = {k: ",".join(v) if isinstance(v, list) else v for k, v in filters.items()}
+            expected = [as_cells(e) for e in fetch_all(client, tenant, "/v1/events", **query)]
+            assert rows == expected, filters
+
+    def test_only_events_recorded_before_the_request(
+        self, client, tenant, database, settings, publisher
+    ):
+        before = fetch_all(client, tenant, "/v1/events")
+        export = request_export(client, tenant, {})
+        later = [
+            notification("person", f"late-{i}", occurred_at="2026-12-01T00:00:00Z")
+            for i in range(20)
+        ]
+        deliver(client, tenant, publisher, database, later)
+        build(database, settings, export["id"])
+        rows = download(client, tenant, export["id"])
+        assert [row["event_id"] for row in rows] == [e["id"] for e in before]
+        status = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        assert (status["rows_written"], status["rows_total"], status["progress"]) == (
+            len(before),
+            len(before),
+            1.0,
+        )
+
+    def test_formulas_are_neutralised_and_text_round_trips(
+        self, client, database, settings, publisher
+    ):
+        tenant = make_tenant(database, settings)
+        nasty = {
+            "eq": '=HYPERLINK("http://x")',
+            "plus": "+1",
+            "minus": "-2",
+            "at": "@SUM(A1)",
+            "tab": "\tx",
+            "cr": "\rx",
+            "quote": 'say "hi", then\nleave',
+            "accents": "Zoë Ærø 東京",
+            "number": -7,
+        }
+        deliver(
+            client,
+            tenant,
+            publisher,
+            database,
+            [notification("person", "p1", properties={"name": "Ada"})],
+        )
+        patch = notification(
+            "person", "p1", kind="patch", occurred_at="2026-11-25T11:00:00Z", properties=nasty
+        )
+        deliver(client, tenant, publisher, database, [patch])
+        export = request_export(client, tenant, {"event_type": "person.property_updated"})
+        build(database, settings, export["id"])
+        by_property = {
+            row["property"]: row["new_value"] for row in download(client, tenant, export["id"])
+        }
+        assert by_property == {
+            "eq": '\'=HYPERLINK("http://x")',
+            "plus": "'+1",
+            "minus": "'-2",
+            "at": "'@SUM(A1)",
+            "tab": "'\tx",
+            "cr": "'\rx",
+            "quote": 'say "hi", then\nleave',
+            "accents": "Zoë Ærø 東京",
+            "number": "'-7",
+        }
+
+
+class TestLifecycle:
+    def test_before_success_409_then_key_and_link_work(
+        self, client, tenant, database, settings, starter
+    ):
+        export = request_export(client, tenant, {"entity_type": "person"})
+        assert starter.started == [export["id"]]
+        assert export["status"] == "queued" and export["progress"] == 0.0
+        assert export["download_url"] is None
+        path = f"/v1/exports/{export['id']}/download"
+        assert client.get(path, headers=auth(tenant)).status_code == 409
+        build(database, settings, export["id"])
+        done = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        assert done["status"] == "succeeded"
+        assert done["expires_at"] and done["finished_at"] and done["started_at"]
+        link = done["download_url"]
+        assert fetch(client, link)[0] == 200
+        assert fetch(client, path, headers=auth(tenant))[0] == 200
+        assert fetch(client, path)[0] == 401
+
+    def test_an_altered_or_outdated_link_is_403(self, client, tenant, database, settings):
+        export = request_export(client, tenant, {})
+        build(database, settings, export["id"])
+        link = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json["download_url"]
+        altered = link[:-2] + ("xx" if not link.endswith("xx") else "yy")
+        assert client.get(altered).status_code == 403
+
+        old = URLSafeTimedSerializer(settings.secret_key, salt="auditlog.export-link.v1")
+        from itsdangerous import TimestampSigner
+
+        class PastSigner(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int((datetime.now(UTC) - timedelta(minutes=16)).timestamp())
+
+        old.signer = PastSigner
+        token = old.dumps({"export": export["id"], "org": tenant.org_id})
+        outdated = client.get(f"/v1/exports/{export['id']}/download", query_string={"token": token})
+        assert outdated.status_code == 403
+        other = request_export(client, tenant, {})
+        build(database, settings, other["id"])
+        fresh = URLSafeTimedSerializer(settings.secret_key, salt="auditlog.export-link.v1")
+        wrong_export = fresh.dumps({"export": export["id"], "org": tenant.org_id})
+        response = client.get(
+            f"/v1/exports/{other['id']}/download", query_string={"token": wrong_export}
+        )
+        assert response.status_code == 403
+
+    def test_expired_exports_answer_410_and_lose_their_file(
+        self, client, tenant, database, settings
+    ):
+        export = request_export(client, tenant, {})
+        build(database, settings, export["id"])
+        later = datetime.now(UTC) + timedelta(seconds=settings.export_ttl_seconds + 1)
+        assert expire_exports(database, later) == 1
+        status = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        assert status["status"] == "expired"
+        assert (
+            client.get(f"/v1/exports/{export['id']}/download", headers=auth(tenant)).status_code
+            == 410
+        )
+        assert not list(settings.export_dir.glob(f"{export['id']}*"))
+
+    def test_another_organisations_export_is_404(self, client, tenant, database, settings):
+        export = request_export(client, tenant, {})
+        build(database, settings, export["id"])
+        other = make_tenant(database, settings)
+        assert client.get(f"/v1/exports/{export['id']}", headers=auth(other)).status_code == 404
+        assert (
+            client.get(f"/v1/exports/{export['id']}/download", headers=auth(other)).status_code
+            == 404
+        )
+        assert client.get("/v1/exports", headers=auth(other)).json == {"exports": []}
+
+    def test_the_list_is_newest_first(self, client, tenant):
+        ids = [request_export(client, tenant, {})["id"] for _ in range(3)]
+        listed = client.get("/v1/exports", headers=auth(tenant)).json["exports"]
+        assert [e["id"] for e in listed] == list(reversed(ids))
+
+    @pytest.mark.parametrize(
+        "body, status",
+        [
+            ({"limit": 10}, 400),
+            ({"cursor": "x"}, 400),
+            ({"colour": "red"}, 400),
+            ({"entity_type": "robot"}, 422),
+            ({"event_type": ["person.*", 3]}, 422),
+            ({"ip": "nope"}, 422),
+            ({"entity_id": "p1"}, 422),
+        ],
+    )
+    def test_the_filters_follow_the_logs_400_and_422_rules(self, client, tenant, body, status):
+        response = client.post("/v1/exports", json=body, headers=auth(tenant))
+        assert response.status_code == status, response.json

@@ -1,0 +1,93 @@
+"""Exports built by a real Celery worker: progress on a large export, and the embedded defaults."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from sqlalchemy import create_engine
+
+from api.app import create_app
+from storage.settings import Settings
+from tests.e2e.test_read_api import auth, deliver
+from tests.factories import RecordingPublisher, make_tenant, notification
+from tests.integration.processes import celery_worker
+from tests.integration.workload import fill_events
+
+ROWS = 200_000
+
+
+def watch(client, tenant, export_id: str, timeout: float) -> tuple[dict, list[float]]:
+    """Poll an export until it ends; return its last state and every progress value seen."""
+    seen: list[float] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/v1/exports/{export_id}", headers=auth(tenant)).json
+        seen.append(state["progress"])
+        if state["status"] in ("succeeded", "failed"):
+            return state, seen
+        time.sleep(0.05)
+    raise AssertionError(f"export still {state['status']} after {timeout}s")
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.slow
+class TestLargeExport:
+    def test_200k_rows_show_intermediate_progress(self, tmp_path, postgres_url, shared_redis_url):
+        settings = Settings(
+            var_dir=tmp_path / "var",
+            secret_key="test-secret-key",
+            database_url=postgres_url,
+            redis_url=shared_redis_url,
+        )
+        app = create_app(settings)
+        database = app.extensions["auditlog"].database
+        tenant = make_tenant(database, settings)
+        engine = create_engine(postgres_url)
+        with engine.begin() as connection:
+            fill_events(connection, ROWS, org_id=tenant.org_id)
+        engine.dispose()
+        client = app.test_client()
+        with celery_worker(settings) as worker:
+            export = client.post("/v1/exports", json={}, headers=auth(tenant)).json
+            state, seen = watch(client, tenant, export["id"], timeout=240)
+            assert state["status"] == "succeeded", worker.output()[-3000:]
+        intermediate = sorted({value for value in seen if 0.0 < value < 1.0})
+        assert len(intermediate) >= 2, seen
+        assert state["rows_written"] == state["rows_total"] == ROWS
+        path = settings.export_dir / f"{export['id']}.csv"
+        with open(path, encoding="utf-8", newline="") as handle:
+            assert sum(1 for _ in handle) == ROWS + 1
+        database.engine.dispose()
+
+
+class TestEmbeddedDefaults:
+    def test_an_export_on_sqlite_and_the_filesystem_broker(self, tmp_path, sqlite_template):
+        database_path = tmp_path / "auditlog.sqlite3"
+        shutil.copyfile(sqlite_template, database_path)
+        settings = Settings(
+            var_dir=tmp_path / "var",
+            secret_key="test-secret-key",
+            database_url=f"sqlite:///{database_path}",
+        )
+        assert settings.redis_url is None
+        publisher = RecordingPublisher()
+        app = create_app(settings, publish=publisher)
+        database = app.extensions["auditlog"].database
+        client = app.test_client()
+        tenant = make_tenant(database, settings)
+        deliver(client, tenant, publisher, database, [notification() for _ in range(30)])
+        with celery_worker(settings) as worker:
+            export = client.post(
+                "/v1/exports", json={"entity_type": "person"}, headers=auth(tenant)
+            ).json
+            state, _ = watch(client, tenant, export["id"], timeout=60)
+            assert state["status"] == "succeeded", worker.output()[-3000:]
+        assert state["rows_written"] == 30
+        link = state["download_url"]
+        with client.get(link) as response:
+            assert response.status_code == 200
+            assert response.data.decode("utf-8-sig").count("\r\n") == 31
+        database.engine.dispose()
