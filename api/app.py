@@ -6,6 +6,7 @@ from flask import Flask
 
 from api.errors import register_error_handlers
 from api.exports import blp as exports_blueprint
+from api.limits import install_limits
 from api.logs import blp as logs_blueprint
 from api.rest import create_api
 from ingest.schemas import NotificationBatchSchema, NotificationSchema
@@ -40,6 +41,7 @@ def create_app(
     api.register_blueprint(webhooks_blueprint)
     api.register_blueprint(logs_blueprint)
     api.register_blueprint(exports_blueprint)
+    install_limits(app, settings, webhooks_blueprint, [logs_blueprint, exports_blueprint])
     # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
     return app

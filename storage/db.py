@@ -61,7 +61,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # A server that is down must fail a request fast (503), not hang it.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **kwargs)
 
 
 class Database:

@@ -57,6 +57,8 @@ class Settings:
     requeue_after_seconds: int = 60
     sweep_interval_seconds: float = 30.0
     max_attempts: int = 5
+    webhook_rate_limit: str = "100/second"
+    api_rate_limit: str = "50/second"
 
     def __post_init__(self) -> None:
         if self.export_dir == Path():
@@ -97,6 +99,8 @@ class Settings:
             requeue_after_seconds=integer("REQUEUE_AFTER_SECONDS", 60),
             sweep_interval_seconds=float(integer("SWEEP_INTERVAL_SECONDS", 30)),
             max_attempts=integer("MAX_ATTEMPTS", 5),
+            webhook_rate_limit=env.get("WEBHOOK_RATE_LIMIT", "").strip() or "100/second",
+            api_rate_limit=env.get("API_RATE_LIMIT", "").strip() or "50/second",
         )
 
     @property

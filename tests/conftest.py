@@ -20,7 +20,7 @@ from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import Base
 from storage.settings import Settings, normalise_database_url
-from tests.factories import RecordingPublisher
+from tests.factories import RecordingPublisher, make_settings
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -84,6 +84,8 @@ def postgres_url(postgres_template: str) -> str:
     engine = create_engine(postgres_template)
     with engine.begin() as connection:
         tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        # The log refuses TRUNCATE (append-only triggers); a test database may be wiped.
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
     return postgres_template
@@ -91,12 +93,7 @@ def postgres_url(postgres_template: str) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        var_dir=tmp_path / "var",
-        database_url=database_url,
-        export_dir=tmp_path / "var" / "exports",
-        secret_key="test-secret-key",
-    )
+    return make_settings(tmp_path / "var", database_url=database_url)
 
 
 @pytest.fixture

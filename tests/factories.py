@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
@@ -22,6 +23,18 @@ _counter = itertools.count(1)
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{next(_counter)}"
+
+
+def make_settings(var_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test: its own folder, a fixed key, rate limits no test reaches."""
+    values: dict[str, Any] = {
+        "var_dir": var_dir,
+        "secret_key": "test-secret-key",
+        "webhook_rate_limit": "100000/second",
+        "api_rate_limit": "100000/second",
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 class RecordingPublisher:

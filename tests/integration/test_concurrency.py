@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from storage.db import Database
 from storage.models import Event, Notification
-from storage.settings import Settings
-from tests.factories import make_tenant, post_signed
+from tests.factories import make_settings, make_tenant, post_signed
 from tests.integration.processes import celery_worker, wait_until
 from tests.integration.workload import history, population, replayed_state, stored_state
 from worker.queue import create_celery, publisher
@@ -22,9 +21,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 @pytest.fixture
 def pg_settings(tmp_path, postgres_url, shared_redis_url):
-    return Settings(
-        var_dir=tmp_path / "var",
-        secret_key="test-secret-key",
+    return make_settings(
+        tmp_path / "var",
         database_url=postgres_url,
         redis_url=shared_redis_url,
         requeue_after_seconds=2,

@@ -9,9 +9,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from api.app import create_app
-from storage.settings import Settings
 from tests.e2e.test_read_api import auth, deliver
-from tests.factories import RecordingPublisher, make_tenant, notification
+from tests.factories import RecordingPublisher, make_settings, make_tenant, notification
 from tests.integration.processes import celery_worker
 from tests.integration.workload import fill_events
 
@@ -36,9 +35,8 @@ def watch(client, tenant, export_id: str, timeout: float) -> tuple[dict, list[fl
 @pytest.mark.slow
 class TestLargeExport:
     def test_200k_rows_show_intermediate_progress(self, tmp_path, postgres_url, shared_redis_url):
-        settings = Settings(
-            var_dir=tmp_path / "var",
-            secret_key="test-secret-key",
+        settings = make_settings(
+            tmp_path / "var",
             database_url=postgres_url,
             redis_url=shared_redis_url,
         )
@@ -67,9 +65,8 @@ class TestEmbeddedDefaults:
     def test_an_export_on_sqlite_and_the_filesystem_broker(self, tmp_path, sqlite_template):
         database_path = tmp_path / "auditlog.sqlite3"
         shutil.copyfile(sqlite_template, database_path)
-        settings = Settings(
-            var_dir=tmp_path / "var",
-            secret_key="test-secret-key",
+        settings = make_settings(
+            tmp_path / "var",
             database_url=f"sqlite:///{database_path}",
         )
         assert settings.redis_url is None

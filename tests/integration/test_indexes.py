@@ -62,10 +62,12 @@ FILTERS = {
 def filled(postgres_template):
     engine = create_engine(postgres_template)
     with engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
         connection.exec_driver_sql("TRUNCATE events, event_subjects")
         fill_events(connection, ROWS, orgs=10)
     yield engine
     with engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
         connection.exec_driver_sql("TRUNCATE events, event_subjects")
     engine.dispose()
 

@@ -1,0 +1,264 @@
+"""Faults under load: nothing a 202 accepted is ever lost or recorded twice.
+
+Run alone with ``make test-faults`` (``pytest -m faults``). Each test prints its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from api.app import create_app
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.models import Event, Notification
+from storage.settings import Settings
+from tests.factories import make_settings, make_tenant, post_signed
+from tests.integration.processes import (
+    CeleryWorker,
+    PrivatePostgres,
+    celery_worker,
+    children_of,
+    wait_until,
+)
+from tests.integration.workload import history, population, replayed_state, stored_state
+from worker.queue import VISIBILITY_TIMEOUT_SECONDS
+
+pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.slow]
+
+
+def counts(database) -> dict[str, int]:
+    with database.unit_of_work() as session:
+        rows = session.execute(
+            select(Notification.status, func.count()).group_by(Notification.status)
+        )
+        return dict(rows.all())
+
+
+def doubled(database) -> int:
+    with database.unit_of_work() as session:
+        return len(
+            session.execute(
+                select(Event.notification_pk, Event.position)
+                .group_by(Event.notification_pk, Event.position)
+                .having(func.count() > 1)
+            ).all()
+        )
+
+
+def fast_sweeper(settings: Settings, **changes) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(
+        settings, requeue_after_seconds=2, sweep_interval_seconds=1, **changes
+    )
+
+
+def send_batches(client, tenant, payloads, size: int = 100) -> int:
+    accepted = 0
+    for start in range(0, len(payloads), size):
+        response = post_signed(client, tenant, {"notifications": payloads[start : start + size]})
+        assert response.status_code == 202, response.json
+        accepted += response.json["accepted"]
+    return accepted
+
+
+def assert_nothing_lost(database, tenant, total: int) -> None:
+    assert counts(database) == {"processed": total}
+    assert doubled(database) == 0
+    assert stored_state(database, tenant.org_id) == replayed_state(database, tenant.org_id)
+
+
+@pytest.fixture
+def pg_settings(tmp_path, postgres_url, shared_redis_url):
+    return fast_sweeper(
+        make_settings(
+            tmp_path / "var",
+            database_url=postgres_url,
+            redis_url=shared_redis_url,
+        )
+    )
+
+
+@pytest.mark.postgres
+class TestKilledWorkers:
+    def test_repeated_kill_9_of_children_and_main_loses_and_doubles_nothing(self, pg_settings):
+        database = Database(pg_settings.database_url)
+        tenant = make_tenant(database, pg_settings)
+        client = create_app(pg_settings, database=database).test_client()
+        rng = random.Random(10_000)
+        payloads = history(rng, 10_000, population(60))
+        rng.shuffle(payloads)
+
+        # Everything is queued first, so that every kill lands in the middle of the work.
+        sent = send_batches(client, tenant, payloads)
+        kills: list[tuple[str, int]] = []
+        worker = CeleryWorker(pg_settings, concurrency=2, beat=True)
+        try:
+            for number, threshold in enumerate([1000, 2500, 4000, 5500, 7000]):
+                wait_until(
+                    lambda t=threshold: counts(database).get("processed", 0) >= t,
+                    120,
+                    worker.output()[-3000:],
+                )
+                if number % 2 == 0:
+                    child = children_of(worker.process.pid)[0]
+                    os.kill(child, signal.SIGKILL)
+                    kills.append(("child", counts(database).get("processed", 0)))
+                else:
+                    worker.kill_main()
+                    kills.append(("main", counts(database).get("processed", 0)))
+                    worker.stop()
+                    worker = CeleryWorker(pg_settings, concurrency=2, beat=True)
+            last_kill = time.monotonic()
+            wait_until(
+                lambda: counts(database) == {"processed": 10_000}, 300, worker.output()[-3000:]
+            )
+            recovery = time.monotonic() - last_kill
+        finally:
+            worker.stop()
+        print(
+            f"\nkill -9: sent {sent}, processed {counts(database).get('processed')}, "
+            f"doubled {doubled(database)}, kills {kills}, "
+            f"all processed {recovery:.1f}s after the last"
+        )
+        assert sent == 10_000
+        assert all(processed < 10_000 for _, processed in kills), "a kill came after the work"
+        assert_nothing_lost(database, tenant, 10_000)
+        assert recovery <= VISIBILITY_TIMEOUT_SECONDS + 60
+        database.engine.dispose()
+
+
+@pytest.mark.postgres
+class TestBrokerRestart:
+    def test_redis_restarted_during_the_load_and_down_at_ingest(self, pg_settings, private_redis):
+        settings = fast_sweeper(pg_settings, redis_url=private_redis.url)
+        database = Database(settings.database_url)
+        tenant = make_tenant(database, settings)
+        client = create_app(settings, database=database).test_client()
+        payloads = history(random.Random(2), 3000, population(30))
+        with celery_worker(settings, concurrency=2, beat=True) as worker:
+            send_batches(client, tenant, payloads[:1000])
+            private_redis.stop()  # the broker and everything queued in it are gone
+            started = time.monotonic()
+            send_batches(client, tenant, payloads[1000:2000])  # accepted while it is down
+            down_for = time.monotonic() - started
+            private_redis.start()
+            send_batches(client, tenant, payloads[2000:])
+            restarted = time.monotonic()
+            wait_until(
+                lambda: counts(database) == {"processed": 3000}, 180, worker.output()[-3000:]
+            )
+            recovery = time.monotonic() - restarted
+        print(
+            f"\nredis restart: 3000 accepted ({down_for:.1f}s of it with Redis down), "
+            f"all processed {recovery:.1f}s after restart"
+        )
+        assert_nothing_lost(database, tenant, 3000)
+        database.engine.dispose()
+
+
+class TestDatabaseRestart:
+    def test_postgres_restarted_during_the_load(self, tmp_path, shared_redis_url):
+        server = PrivatePostgres()
+        server.init()
+        server.start()
+        try:
+            settings = fast_sweeper(
+                make_settings(
+                    tmp_path / "var",
+                    database_url=server.url,
+                    redis_url=shared_redis_url,
+                )
+            )
+            database = Database(settings.database_url)
+            upgrade(database)
+            tenant = make_tenant(database, settings)
+            client = create_app(settings, database=database).test_client()
+            payloads = history(random.Random(3), 2000, population(30))
+            with celery_worker(settings, concurrency=2, beat=True) as worker:
+                send_batches(client, tenant, payloads[:1000])
+                server.stop(mode="immediate")
+                started = time.monotonic()
+                refused = post_signed(client, tenant, {"notifications": payloads[1000:1010]})
+                read = client.get(
+                    "/v1/events", headers={"Authorization": f"Bearer {tenant.api_key}"}
+                )
+                answered_in = time.monotonic() - started
+                time.sleep(2)  # let the worker hit the outage
+                server.start()
+                restarted = time.monotonic()
+                send_batches(client, tenant, payloads[1000:])
+                wait_until(
+                    lambda: counts(database) == {"processed": 2000}, 180, worker.output()[-3000:]
+                )
+                recovery = time.monotonic() - restarted
+            print(
+                f"\npostgres restart: 503s answered in {answered_in:.2f}s, "
+                f"all 2000 processed {recovery:.1f}s after restart"
+            )
+            for response in (refused, read):
+                assert response.status_code == 503
+                assert response.json["error"]["code"] == "database_unavailable"
+                assert response.headers["Retry-After"]
+            assert answered_in < 10
+            assert_nothing_lost(database, tenant, 2000)
+            database.engine.dispose()
+        finally:
+            try:
+                server.stop(mode="immediate")
+            except subprocess.CalledProcessError:
+                pass  # already stopped by a failure above
+            server.remove()
+
+
+CRASH_SCRIPT = """
+import json, os, sys
+from api.app import create_app
+from storage.settings import Settings
+from tests.factories import Tenant, notification, post_signed
+
+settings = Settings.from_env()
+tenant = Tenant(**json.loads(sys.argv[1]))
+
+def crash(pks):
+    os._exit(3)  # the process dies after the inbox commit, before anything is published
+
+client = create_app(settings, publish=crash).test_client()
+post_signed(client, tenant, {"notifications": [notification() for _ in range(5)]})
+"""
+
+
+@pytest.mark.postgres
+class TestCrashBeforePublish:
+    def test_a_crash_between_commit_and_publish_is_processed_by_the_sweeper(self, pg_settings):
+        from tests.integration.processes import service_env
+
+        database = Database(pg_settings.database_url)
+        tenant = make_tenant(database, pg_settings)
+        crashed = subprocess.run(
+            [sys.executable, "-c", CRASH_SCRIPT, json.dumps(tenant.__dict__)],
+            env=service_env(pg_settings),
+            capture_output=True,
+            timeout=60,
+        )
+        assert crashed.returncode == 3, crashed.stderr.decode()
+        assert counts(database) == {"queued": 5}
+        started = time.monotonic()
+        with celery_worker(pg_settings, beat=True) as worker:
+            wait_until(lambda: counts(database) == {"processed": 5}, 60, worker.output()[-3000:])
+        took = time.monotonic() - started
+        print(
+            f"\ncrash before publish: 5 committed, processed {took:.1f}s after the worker started"
+        )
+        bound = pg_settings.requeue_after_seconds + pg_settings.sweep_interval_seconds + 15
+        assert took <= bound
+        database.engine.dispose()
