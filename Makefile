@@ -33,6 +33,14 @@ test: install-test
 test-faults: install-test
 	$(BIN)/pytest -m faults -q -s $(PYTEST_ARGS)
 
+## Benchmarks against PostgreSQL and Redis (DATABASE_URL / REDIS_URL or the local defaults).
+bench: install-test
+	$(BIN)/python -m bench --write bench/RESULTS.md
+
+## The same code at a tenth of the scale (under a minute).
+bench-quick: install-test
+	$(BIN)/python -m bench --scale 0.1
+
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -8,6 +8,8 @@ request still succeeds: the beat sweeper re-publishes notifications left queued.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +34,7 @@ from storage import inbox
 from storage.credentials import SecretBox
 from storage.inbox import IncomingNotification
 from storage.models import Source
+from storage.runtime import Services
 from storage.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
@@ -77,11 +80,9 @@ def receive_webhook(source_id: str) -> Any:
             UnsupportedMediaType, "unsupported_media_type", "send Content-Type: application/json"
         )
 
-    with runtime.database.unit_of_work() as session:
-        source = session.get(Source, source_id)
-        if source is None:
-            reject(NotFound, "not_found", "no such webhook source")
-        session.expunge(source)
+    source = known_sources.get(runtime, source_id)
+    if source is None:
+        reject(NotFound, "not_found", "no such webhook source")
 
     body = read_body(settings.max_body_bytes)
     try:
@@ -89,9 +90,8 @@ def receive_webhook(source_id: str) -> Any:
     except UnicodeDecodeError:
         reject(BadRequest, "invalid_json", "the body is not UTF-8")
     try:
-        secret = SecretBox(settings.secret_key).open(source.secret_encrypted)
         webhook_id = verify_signature(
-            secret, body, request.headers, settings.webhook_tolerance_seconds
+            source.secret, body, request.headers, settings.webhook_tolerance_seconds
         )
     except SignatureRejected as exc:
         reject(Unauthorized, "invalid_signature", str(exc))
@@ -123,6 +123,44 @@ def receive_webhook(source_id: str) -> Any:
     )
     response.status_code = 202
     return response
+
+
+@dataclass(frozen=True)
+class KnownSource:
+    id: str
+    org_id: str
+    secret: str
+
+
+class SourceCache:
+    """Sources by id, kept for a minute per process: a sender's every request would
+    otherwise pay a database round trip and a decryption before its signature is checked.
+    Sources are never changed once created, so a minute of staleness cannot admit a
+    request that a fresh read would refuse (an unknown id is not cached)."""
+
+    TTL_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], tuple[float, KnownSource]] = {}
+
+    def get(self, runtime: Services, source_id: str) -> KnownSource | None:
+        key = (runtime.database.url, source_id)
+        cached = self._found.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.TTL_SECONDS:
+            return cached[1]
+        with runtime.database.unit_of_work() as session:
+            row = session.get(Source, source_id)
+        if row is None:
+            return None
+        secret = SecretBox(runtime.settings.secret_key).open(row.secret_encrypted)
+        known = KnownSource(row.id, row.org_id, secret)
+        if len(self._found) > 10_000:
+            self._found.clear()
+        self._found[key] = (time.monotonic(), known)
+        return known
+
+
+known_sources = SourceCache()
 
 
 def read_body(limit: int) -> bytes:

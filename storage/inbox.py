@@ -7,21 +7,29 @@ statement per few hundred notifications, duplicates are told apart by the unique
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Event, Notification, Source
+from storage.models import Event, Notification
 
 QUEUED, PROCESSED, FAILED = "queued", "processed", "failed"
 
-#: Rows per INSERT: keeps every statement far below SQLite's and PostgreSQL's bind limits.
-INSERT_CHUNK = 500
+
+class SourceRef(Protocol):
+    """What the inbox needs of a source: a ``Source`` row or a cached copy of one."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def org_id(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ def dialect_insert(session: Session) -> Any:
 
 
 def accept(
-    session: Session, source: Source, incoming: Sequence[IncomingNotification], now: datetime
+    session: Session, source: SourceRef, incoming: Sequence[IncomingNotification], now: datetime
 ) -> list[Receipt]:
     """Store the new notifications of a batch; report each one as queued or duplicate.
 
@@ -62,40 +70,87 @@ def accept(
         first_index.setdefault(item.external_id, index)
     unique = [incoming[index] for index in sorted(first_index.values())]
 
-    inserted: dict[str, int] = {}
-    insert = dialect_insert(session)
-    for start in range(0, len(unique), INSERT_CHUNK):
-        rows = [
-            {
-                "org_id": source.org_id,
-                "source_id": source.id,
-                "external_id": item.external_id,
-                "kind": item.kind,
-                "entity_type": item.entity_type,
-                "entity_id": item.entity_id,
-                "occurred_at": item.occurred_at,
-                "sequence": item.sequence,
-                "payload": item.payload,
-                "status": QUEUED,
-                "attempts": 0,
-                "received_at": now,
-                "enqueued_at": now,
-            }
-            for item in unique[start : start + INSERT_CHUNK]
-        ]
-        statement = (
-            insert(Notification)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["source_id", "external_id"])
-            .returning(Notification.external_id, Notification.pk)
-        )
-        inserted.update({row.external_id: row.pk for row in session.execute(statement)})
+    if session.get_bind().dialect.name == "postgresql":
+        inserted = _insert_unnest(session, source, unique, now)
+    else:
+        inserted = _insert_many(session, source, unique, now)
 
     receipts = []
     for index, item in enumerate(incoming):
         pk = inserted.get(item.external_id) if first_index[item.external_id] == index else None
         receipts.append(Receipt(item.external_id, QUEUED if pk else "duplicate", pk))
     return receipts
+
+
+#: PostgreSQL: the whole batch as one INSERT over arrays (13 parameters, whatever its size).
+UNNEST_INSERT = text(
+    """
+    INSERT INTO notifications (org_id, source_id, external_id, kind, entity_type, entity_id,
+                               occurred_at, sequence, payload, status, attempts, received_at,
+                               enqueued_at)
+    SELECT :org_id, :source_id, t.external_id, t.kind, t.entity_type, t.entity_id,
+           t.occurred_at, t.sequence, t.payload::jsonb, 'queued', 0, :now, :now
+    FROM unnest(CAST(:external_ids AS text[]), CAST(:kinds AS text[]),
+                CAST(:entity_types AS text[]), CAST(:entity_ids AS text[]),
+                CAST(:occurred AS timestamptz[]), CAST(:sequences AS bigint[]),
+                CAST(:payloads AS text[]))
+         AS t(external_id, kind, entity_type, entity_id, occurred_at, sequence, payload)
+    ON CONFLICT (source_id, external_id) DO NOTHING
+    RETURNING external_id, pk
+    """
+)
+
+
+def _insert_unnest(
+    session: Session, source: SourceRef, unique: Sequence[IncomingNotification], now: datetime
+) -> dict[str, int]:
+    rows = session.execute(
+        UNNEST_INSERT,
+        {
+            "org_id": source.org_id,
+            "source_id": source.id,
+            "now": now,
+            "external_ids": [item.external_id for item in unique],
+            "kinds": [item.kind for item in unique],
+            "entity_types": [item.entity_type for item in unique],
+            "entity_ids": [item.entity_id for item in unique],
+            "occurred": [item.occurred_at for item in unique],
+            "sequences": [item.sequence for item in unique],
+            "payloads": [json.dumps(item.payload, separators=(",", ":")) for item in unique],
+        },
+    )
+    return {row.external_id: row.pk for row in rows}
+
+
+def _insert_many(
+    session: Session, source: SourceRef, unique: Sequence[IncomingNotification], now: datetime
+) -> dict[str, int]:
+    rows = [
+        {
+            "org_id": source.org_id,
+            "source_id": source.id,
+            "external_id": item.external_id,
+            "kind": item.kind,
+            "entity_type": item.entity_type,
+            "entity_id": item.entity_id,
+            "occurred_at": item.occurred_at,
+            "sequence": item.sequence,
+            "payload": item.payload,
+            "status": QUEUED,
+            "attempts": 0,
+            "received_at": now,
+            "enqueued_at": now,
+        }
+        for item in unique
+    ]
+    # One executemany: SQLAlchemy's "insertmanyvalues" sends it as a few multi-row INSERTs
+    # with a cached statement, and RETURNING names exactly the rows that were new.
+    statement = (
+        dialect_insert(session)(Notification.__table__)
+        .on_conflict_do_nothing(index_elements=["source_id", "external_id"])
+        .returning(Notification.external_id, Notification.pk)
+    )
+    return {row.external_id: row.pk for row in session.execute(statement, rows)}
 
 
 def claim_stale(session: Session, now: datetime, older_than: timedelta, limit: int) -> list[int]:

@@ -264,3 +264,107 @@ def record_log(
         .order_by(event_subjects.c.occurred_at, event_subjects.c.event_id)
     )
     return session.execute(statement).all()
+
+
+def _neutralised(column: str) -> str:
+    """A free-text cell, empty already NULL: formula starts get a leading quote."""
+    return (
+        f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+        f"THEN '''' || {column} ELSE {column} END"
+    )
+
+
+def _json_text(column: str) -> str:
+    # Scalars are cheap; only objects and arrays need the (recursive) compact renderer.
+    return (
+        f"CASE jsonb_typeof({column}) WHEN 'string' THEN {column} #>> '{{}}' "
+        f"WHEN 'number' THEN {column}::text WHEN 'boolean' THEN {column}::text "
+        f"WHEN 'object' THEN auditlog_json_text({column}) "
+        f"WHEN 'array' THEN auditlog_json_text({column}) END"
+    )
+
+
+def _labels() -> str:
+    from storage.catalog import EVENT_TYPES
+
+    cases = " ".join(
+        f"WHEN '{t.code}' THEN '{t.label.replace(chr(39), chr(39) * 2)}'" for t in EVENT_TYPES
+    )
+    return f"CASE e.type {cases} END"
+
+
+#: Free-text columns: rendered once in the inner query, neutralised in the outer one.
+FREE_TEXT = {
+    "entity_id": "e.entity_id",
+    "entity_name": "e.entity_name",
+    "targets": (
+        "CASE WHEN e.targets = '[]'::jsonb THEN NULL ELSE (SELECT string_agg((t->>'type') "
+        "|| ':' || (t->>'id') || coalesce(' (' || (t->>'name') || ')', ''), '; ' ORDER BY o) "
+        "FROM jsonb_array_elements(e.targets) WITH ORDINALITY AS x(t, o)) END"
+    ),
+    "property": "e.property",
+    "old_value": _json_text("e.old_value"),
+    "new_value": _json_text("e.new_value"),
+    "actor_id": "e.actor_id",
+    "actor_name": "e.actor_name",
+    "actor_email": "e.actor_email",
+}
+
+
+def csv_copy_query(
+    session: Session, org_id: str, flt: EventFilter, max_event_id: int | None
+) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: ``COPY (…) TO STDOUT WITH CSV`` writing CONTRACT §6's cells itself.
+
+    The same filtered, ordered page query as the API, wrapped in two projections: the
+    inner renders each cell once (``OFFSET 0`` keeps the planner from copying those
+    expressions into the outer one), the outer neutralises formula starts. The result is
+    what ``worker.exports.csv_row`` writes (the export tests compare the two).
+    """
+    inner = events_page_statement("postgresql", org_id, flt, None, max_event_id=max_event_id)
+    compiled = inner.compile(
+        dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True}
+    )
+    rendered = ", ".join(
+        [
+            "e.id",
+            "e.occurred_at",
+            "to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') AS stamp",
+            "e.type",
+            f"{_labels()} AS label",
+            "e.entity_type",
+            "e.actor_type",
+            "host(e.ip_address) AS ip",
+            "e.origin",
+        ]
+        + [f"NULLIF({expression}, '') AS {name}" for name, expression in FREE_TEXT.items()]
+    )
+    stamp = (
+        "CASE WHEN right(c.stamp, 6) = '000000' THEN left(c.stamp, 19) "
+        "WHEN right(c.stamp, 3) = '000' THEN left(c.stamp, 23) ELSE c.stamp END || 'Z'"
+    )
+    cells = [
+        stamp,
+        "c.type",
+        "c.label",
+        "c.entity_type",
+        _neutralised("c.entity_id"),
+        _neutralised("c.entity_name"),
+        _neutralised("c.targets"),
+        _neutralised("c.property"),
+        _neutralised("c.old_value"),
+        _neutralised("c.new_value"),
+        "c.actor_type",
+        _neutralised("c.actor_id"),
+        _neutralised("c.actor_name"),
+        _neutralised("c.actor_email"),
+        "c.ip",
+        "c.origin",
+        "'evt_' || lpad(to_hex(c.id), 16, '0')",
+    ]
+    query = (
+        # The order is fixed inside the fence; the outer projection only passes rows on.
+        f"COPY (SELECT {', '.join(cells)} FROM (SELECT {rendered} FROM ({compiled}) AS e "
+        "ORDER BY e.occurred_at DESC, e.id DESC OFFSET 0) AS c) TO STDOUT WITH (FORMAT csv)"
+    )
+    return query, dict(compiled.params)

@@ -8,6 +8,7 @@ IMMEDIATE`` serialises writers and ``FOR UPDATE`` is not rendered.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -199,9 +200,38 @@ def allocate_event_ids(session: Session, count: int) -> list[int]:
     return list(range(start + 1, start + 1 + count))
 
 
+#: From this many events on, COPY beats an executemany (below, its round trips cost more).
+COPY_FROM_ROWS = 200
+#: JSON columns, sent to COPY as JSON text.
+JSON_COLUMNS = frozenset({"targets", "old_value", "new_value", "details"})
+
+
+def _copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """PostgreSQL's COPY FROM STDIN inside the session's transaction: the fastest insert."""
+    columns = list(rows[0])
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row[c], separators=(",", ":"))
+                    if c in JSON_COLUMNS and row[c] is not None
+                    else row[c]
+                    for c in columns
+                ]
+            )
+
+
 def insert_events(
     session: Session, rows: Sequence[dict[str, Any]], subjects: Sequence[dict[str, Any]]
 ) -> None:
+    """The events of a batch and their subjects. Keys are allocated, so COPY can be used."""
+    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+        if rows:
+            _copy_rows(session, events, rows)
+        if subjects:
+            _copy_rows(session, event_subjects, subjects)
+        return
     if rows:
         session.execute(events.insert(), list(rows))
     if subjects:

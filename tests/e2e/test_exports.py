@@ -67,7 +67,7 @@ def download(client, tenant, export_id: str) -> list[dict[str, str]]:
     assert status == 200
     assert body.startswith("\ufeff".encode())
     text = body.decode("utf-8")[1:]
-    assert "\r\n" in text
+    assert text.endswith("\n")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader)
     assert header == COLUMNS

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import create_engine
 
 from api.app import create_app
+from bench.data import fill_events
 from tests.e2e.test_read_api import auth, deliver
 from tests.factories import RecordingPublisher, make_settings, make_tenant, notification
 from tests.integration.processes import celery_worker
-from tests.integration.workload import fill_events
 
 ROWS = 200_000
 
@@ -48,17 +48,19 @@ class TestLargeExport:
             fill_events(connection, ROWS, org_id=tenant.org_id)
         engine.dispose()
         client = app.test_client()
-        with celery_worker(settings) as worker:
-            export = client.post("/v1/exports", json={}, headers=auth(tenant)).json
-            state, seen = watch(client, tenant, export["id"], timeout=240)
-            assert state["status"] == "succeeded", worker.output()[-3000:]
+        try:
+            with celery_worker(settings) as worker:
+                export = client.post("/v1/exports", json={}, headers=auth(tenant)).json
+                state, seen = watch(client, tenant, export["id"], timeout=240)
+                assert state["status"] == "succeeded", worker.output()[-3000:]
+        finally:
+            database.engine.dispose()
         intermediate = sorted({value for value in seen if 0.0 < value < 1.0})
         assert len(intermediate) >= 2, seen
         assert state["rows_written"] == state["rows_total"] == ROWS
         path = settings.export_dir / f"{export['id']}.csv"
         with open(path, encoding="utf-8", newline="") as handle:
             assert sum(1 for _ in handle) == ROWS + 1
-        database.engine.dispose()
 
 
 class TestEmbeddedDefaults:
@@ -86,5 +88,5 @@ class TestEmbeddedDefaults:
         link = state["download_url"]
         with client.get(link) as response:
             assert response.status_code == 200
-            assert response.data.decode("utf-8-sig").count("\r\n") == 31
+            assert response.data.decode("utf-8-sig").count("\n") == 31
         database.engine.dispose()

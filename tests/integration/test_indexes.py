@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.dialects import postgresql
 
+from bench.data import fill_events
 from storage.queries import EventFilter, events_page_statement
-from tests.integration.workload import fill_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

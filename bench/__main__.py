@@ -1,0 +1,664 @@
+"""``python -m bench [--scale 0.1] [--write bench/RESULTS.md]``: the performance targets.
+
+Every figure is measured beside a baseline taken in the same run on the same machine,
+because this machine is shared and noisy: compare the ratios, not the absolute numbers.
+Needs PostgreSQL and Redis (``DATABASE_URL`` / ``REDIS_URL`` or the local defaults); the
+run creates a database of its own and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects import postgresql
+
+from bench.data import fill_events
+from bench.load import Target, hammer, person_snapshot, signed_request
+from bench.services import BenchDatabase, Process, celery_worker, gunicorn
+from ingest.schemas import NotificationSchema
+from ingest.webhooks import validate_notifications
+from storage import accounts, inbox
+from storage.credentials import SecretBox
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.models import Notification, Organization, Source
+from storage.queries import EventFilter, events_page_statement
+from storage.settings import Settings
+from worker.queue import PROCESS_NOTIFICATIONS, create_celery
+
+DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+SECRET_KEY = "bench-secret-key"
+
+
+class Row:
+    def __init__(
+        self, figure: str, value: str, baseline: str, ratio: str, target: str, met: bool | None
+    ) -> None:
+        self.cells = [
+            figure,
+            value,
+            baseline,
+            ratio,
+            target,
+            {True: "yes", False: "**no**", None: "—"}[met],
+        ]
+
+
+class Bench:
+    def __init__(self, scale: float, folder: Path, database_url: str, redis_url: str) -> None:
+        self.scale = scale
+        self.folder = folder
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.database = Database(database_url)
+        self.rows: list[Row] = []
+        self.env = dict(os.environ)
+        self.env.update(
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            SECRET_KEY=SECRET_KEY,
+            AUDITLOG_VAR_DIR=str(folder / "var"),
+            WEBHOOK_RATE_LIMIT="1000000/second",
+            API_RATE_LIMIT="1000000/second",
+        )
+        self.settings = Settings(
+            var_dir=folder / "var",
+            database_url=database_url,
+            redis_url=redis_url,
+            secret_key=SECRET_KEY,
+        )
+        self.celery = create_celery(self.settings)
+        redis.Redis.from_url(redis_url).flushdb()
+
+    def say(self, message: str) -> None:
+        print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+    def n(self, full: int) -> int:
+        return max(1, int(full * self.scale))
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def tenant(self, name: str, org_id: str | None = None) -> tuple[str, str, str, str]:
+        with self.database.unit_of_work(write=True) as session:
+            if org_id is None:
+                org_id, _ = accounts.create_organization(session, name)
+            else:
+                session.add(Organization(id=org_id, name=name, created_at=datetime.now(UTC)))
+                session.flush()
+            key = accounts.create_api_key(session, org_id)
+            source = accounts.create_source(session, SecretBox(SECRET_KEY), org_id, name)
+            session.commit()
+        return org_id, key.api_key, source.source_id, source.secret
+
+    def processed(self, org_id: str) -> int:
+        with self.database.unit_of_work() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Notification)
+                    .where(Notification.org_id == org_id, Notification.status == "processed")
+                )
+                or 0
+            )
+
+    def store(self, source_id: str, payloads: list[dict[str, Any]]) -> list[list[int]]:
+        """Put notifications in the inbox without publishing; return one key list per 1000."""
+        messages = []
+        with self.database.unit_of_work() as session:
+            source = session.get(Source, source_id)
+            session.expunge(source)
+        for start in range(0, len(payloads), 1000):
+            chunk = payloads[start : start + 1000]
+            incoming = validate_notifications({"notifications": chunk}, f"w{start}")
+            with self.database.unit_of_work(write=True) as session:
+                receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
+                session.commit()
+            messages.append([r.pk for r in receipts if r.pk is not None])
+        return messages
+
+    def process_timed(self, org_id: str, messages: list[list[int]]) -> float:
+        """Publish the messages at once; seconds until every notification is processed."""
+        total = sum(len(m) for m in messages)
+        before = self.processed(org_id)
+        started = time.perf_counter()
+        for pks in messages:
+            self.celery.send_task(PROCESS_NOTIFICATIONS, args=[pks])
+        while self.processed(org_id) < before + total:
+            time.sleep(0.02)
+        return time.perf_counter() - started
+
+    # -- figures ------------------------------------------------------------------------
+
+    def single_webhooks(self, port: int, secret: str, source_id: str) -> None:
+        seconds = max(2.0, 10 * self.scale)
+        self.say(f"single webhooks through gunicorn for {seconds:.0f}s, then the empty route")
+        rate, failed = hammer(Target(port, f"/v1/webhooks/{source_id}", secret), seconds, 4)
+        baseline, _ = hammer(Target(port, "/bench/empty"), seconds, 4)
+        ratio = rate / baseline
+        self.rows.append(
+            Row(
+                "signed single-notification webhooks/s through gunicorn (2 workers, 4 clients)",
+                f"{rate:,.0f}/s ({failed} failed)",
+                f"empty 204 route: {baseline:,.0f}/s",
+                f"{ratio:.2f}×",
+                "≥ 0.30 × baseline",
+                ratio >= 0.30,
+            )
+        )
+
+    def batch_webhooks(self, port: int, secret: str, source_id: str) -> None:
+        batches = self.n(30)
+        self.say(f"{batches} batches of 1000 through gunicorn, and marshmallow alone")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        bodies = []
+        for b in range(batches):
+            payloads = [person_snapshot(f"b{b}-{i}", f"bp-{b}-{i}", i) for i in range(1000)]
+            bodies.append(json.dumps({"notifications": payloads}).encode())
+        started = time.perf_counter()
+        for body in bodies:
+            connection.request(
+                "POST", f"/v1/webhooks/{source_id}", body=body, headers=signed_request(secret, body)
+            )
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 202, response.status
+        rate = batches * 1000 / (time.perf_counter() - started)
+        schema = NotificationSchema(many=True)
+        sample = json.loads(bodies[0])["notifications"]
+        started = time.perf_counter()
+        for _ in range(batches):
+            schema.load(sample)
+        baseline = batches * 1000 / (time.perf_counter() - started)
+        self.rows.append(
+            Row(
+                "notifications/s accepted in batches of 1000 (HTTP, validation, insert, publish)",
+                f"{rate:,.0f}/s",
+                f"marshmallow load alone, one core: {baseline:,.0f}/s",
+                f"{rate / baseline:.2f}×",
+                "≥ 10,000/s",
+                rate >= 10_000,
+            )
+        )
+
+    def processing(self) -> None:
+        people = self.n(10_000)
+        org_id, _, source_id, _ = self.tenant("processing")
+        self.say(f"processing: seeding {people} people")
+        log = self.folder / "worker-processing.log"
+        worker = celery_worker("worker.main", self.env, 2, log)
+        try:
+            seed = [self.person(i, 0, changed=False) for i in range(people)]
+            self.process_timed(org_id, self.store(source_id, seed))
+
+            self.say("processing: 10% changed")
+            tenth = [self.person(i, 1, changed=i % 10 == 0) for i in range(people)]
+            seconds = self.process_timed(org_id, self.store(source_id, tenth))
+            tenth_rate = people / seconds
+
+            self.say("processing: every one changed (3 properties, 1 relationship)")
+            every = [self.person(i, 2, changed=True, relationship=True) for i in range(people)]
+            seconds = self.process_timed(org_id, self.store(source_id, every))
+            every_rate = people / seconds
+        finally:
+            worker.stop()
+
+        self.say("baselines: bare Celery no-op tasks, raw executemany of event rows")
+        noop_rate = self.noop_tasks(self.n(10_000))
+        raw_rate = self.raw_event_inserts(org_id, people) / 4
+        self.rows.append(
+            Row(
+                "notifications/s processed by 2 worker processes: snapshots of people, 10% changed",
+                f"{tenth_rate:,.0f}/s",
+                f"bare Celery no-op tasks: {noop_rate:,.0f}/s",
+                f"{tenth_rate / noop_rate:.2f}×",
+                "≥ 5,000/s",
+                tenth_rate >= 5_000,
+            )
+        )
+        self.rows.append(
+            Row(
+                "the same, every snapshot changed (3 property updates + 1 relationship each)",
+                f"{every_rate:,.0f}/s",
+                f"raw executemany of the same event rows: {raw_rate:,.0f} notifications/s",
+                f"{every_rate / raw_rate:.2f}×",
+                "≥ 2,000/s",
+                every_rate >= 2_000,
+            )
+        )
+
+    @staticmethod
+    def person(
+        index: int, round_: int, changed: bool, relationship: bool = False
+    ) -> dict[str, Any]:
+        properties = {
+            "name": f"Person {index}",
+            "title": "Engineer",
+            "department": "R&D",
+            "location": "Paris",
+        }
+        apps = ["a1"]
+        if changed:
+            properties.update(
+                title=f"Engineer {round_}", department=f"Dept {round_}", location=f"City {round_}"
+            )
+            if not relationship:
+                properties.update(department="R&D", location="Paris")
+        if relationship:
+            apps = ["a1", f"a{round_ + 1}"]
+        return {
+            "id": f"r{round_}-{index}",
+            "kind": "snapshot",
+            "entity": {"type": "person", "id": f"p{index}"},
+            "occurred_at": f"2026-11-2{round_ + 1}T10:00:00Z",
+            "origin": "sync",
+            "properties": properties,
+            "relationships": {"apps": apps},
+        }
+
+    def noop_tasks(self, count: int) -> float:
+        client = redis.Redis.from_url(self.redis_url)
+        client.delete("bench:noop:done")
+        worker = celery_worker("bench.noop", self.env, 2, self.folder / "worker-noop.log")
+        try:
+            from bench.noop import app as noop_app
+
+            started = time.perf_counter()
+            for _ in range(count):
+                noop_app.send_task("bench.noop")
+            while int(client.get("bench:noop:done") or 0) < count:
+                time.sleep(0.01)
+            return count / (time.perf_counter() - started)
+        finally:
+            worker.stop()
+
+    def raw_event_inserts(self, org_id: str, people: int) -> float:
+        rows = [
+            {
+                "id": i + 1,
+                "org_id": "org_raw_insert",
+                "type": "person.property_updated",
+                "occurred_at": datetime(2026, 11, 24, tzinfo=UTC),
+                "recorded_at": datetime.now(UTC),
+                "entity_type": "person",
+                "entity_id": f"p{i // 4}",
+                "entity_name": f"Person {i // 4}",
+                "targets": json.dumps([]),
+                "property": "title",
+                "old_value": json.dumps("Engineer"),
+                "new_value": json.dumps("Engineer 2"),
+                "actor_type": "integration",
+                "actor_id": "src",
+                "origin": "sync",
+                "position": i % 4,
+                "details": json.dumps({}),
+            }
+            for i in range(people * 4)
+        ]
+        columns = list(rows[0])
+        # A scratch copy of the events table with the same indexes (no rows in the way).
+        sql = (
+            f"INSERT INTO raw_events ({', '.join(columns)}) VALUES "
+            f"({', '.join('%(' + c + ')s' for c in columns)})"
+        )
+        raw = self.database.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("CREATE TEMPORARY TABLE raw_events (LIKE events INCLUDING ALL)")
+            started = time.perf_counter()
+            cursor.executemany(sql, rows)
+            raw.commit()
+            return len(rows) / (time.perf_counter() - started)
+        finally:
+            raw.close()
+
+    def reads(self, port: int) -> None:
+        events = self.n(1_000_000)
+        self.say(f"reads: generating {events:,} events in 10 organisations")
+        with self.database.engine.begin() as connection:
+            fill_events(connection, events, orgs=10)
+        _, api_key, _, _ = self.tenant("reader", org_id="org_3")
+        rng = random.Random(3)
+        samples = max(30, self.n(200))
+
+        def some_g() -> int:
+            return 3 + 10 * rng.randrange(events // 10)
+
+        def filters() -> dict[str, Callable[[], tuple[str, EventFilter]]]:
+            types = ("person", "app", "team", "device")
+
+            def history() -> tuple[str, EventFilter]:
+                g = some_g()
+                record = (types[g % 4], f"e{g % 20000}")
+                return f"/v1/entities/{record[0]}/{record[1]}/history?limit=50", EventFilter(
+                    records=(record,)
+                )
+
+            def actor() -> tuple[str, EventFilter]:
+                actor_id = f"actor{3 + 10 * rng.randrange(50)}"
+                return f"/v1/actors/{actor_id}/activity?limit=50", EventFilter(
+                    actor_ids=(actor_id,)
+                )
+
+            def cidr() -> tuple[str, EventFilter]:
+                network = f"10.{rng.randrange(256)}.0.0/16"
+                import ipaddress
+
+                return f"/v1/events?limit=50&ip={network}", EventFilter(
+                    network=ipaddress.ip_network(network)
+                )
+
+            def window() -> tuple[str, EventFilter]:
+                day = rng.randrange(1, 300)
+                since = (
+                    datetime(2026, 1, 1, tzinfo=UTC)
+                    + (datetime(2026, 1, 2) - datetime(2026, 1, 1)) * day
+                )
+                until = since + (datetime(2026, 1, 2) - datetime(2026, 1, 1))
+                stamp = "%Y-%m-%dT%H:%M:%SZ"
+                path = f"/v1/events?limit=50&since={since:{stamp}}&until={until:{stamp}}"
+                return path, EventFilter(since=since, until=until)
+
+            def combined() -> tuple[str, EventFilter]:
+                import ipaddress
+
+                actor_id = f"actor{3 + 10 * rng.randrange(50)}"
+                path = (
+                    f"/v1/events?limit=50&entity_type=person&actor_id={actor_id}"
+                    "&event_type=person.*&ip=10.0.0.0/8&since=2026-01-01T00:00:00Z&until=2026-12-31T00:00:00Z"
+                )
+                person_types = frozenset(
+                    {"person.created", "person.property_updated", "person.app_relationship_removed"}
+                )
+                return path, EventFilter(
+                    entity_type="person",
+                    actor_ids=(actor_id,),
+                    types=person_types,
+                    network=ipaddress.ip_network("10.0.0.0/8"),
+                    since=datetime(2026, 1, 1, tzinfo=UTC),
+                    until=datetime(2026, 12, 31, tzinfo=UTC),
+                )
+
+            person_codes = frozenset(
+                {"person.created", "person.property_updated", "person.app_relationship_removed"}
+            )
+            return {
+                "no filter": lambda: ("/v1/events?limit=50", EventFilter()),
+                "entity_type": lambda: (
+                    "/v1/events?limit=50&entity_type=person",
+                    EventFilter(entity_type="person"),
+                ),
+                "record history": history,
+                "actor": actor,
+                "event_type prefix": lambda: (
+                    "/v1/events?limit=50&event_type=person.*",
+                    EventFilter(types=person_codes),
+                ),
+                "ip CIDR": cidr,
+                "since/until": window,
+                "all combined": combined,
+            }
+
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {api_key}"}
+        raw = self.database.engine.raw_connection()
+        cursor = raw.cursor()
+        for name, make in filters().items():
+            api_ms, sql_ms = [], []
+            for _ in range(samples):
+                path, flt = make()
+                started = time.perf_counter()
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+                api_ms.append((time.perf_counter() - started) * 1000)
+                assert response.status == 200, body[:300]
+                compiled = events_page_statement("postgresql", "org_3", flt, 51).compile(
+                    dialect=postgresql.psycopg.dialect(),
+                    compile_kwargs={"render_postcompile": True},
+                )
+                started = time.perf_counter()
+                cursor.execute(str(compiled), compiled.params)
+                cursor.fetchall()
+                sql_ms.append((time.perf_counter() - started) * 1000)
+            p50, p95 = percentile(api_ms, 50), percentile(api_ms, 95)
+            b50, b95 = percentile(sql_ms, 50), percentile(sql_ms, 95)
+            self.rows.append(
+                Row(
+                    f"page of 50 over {events:,} events, {name}: p50 / p95",
+                    f"{p50:.1f} / {p95:.1f} ms",
+                    f"raw SQL through psycopg: {b50:.1f} / {b95:.1f} ms",
+                    f"{p95 / b95:.1f}× (p95)",
+                    "p95 ≤ 20 ms",
+                    p95 <= 20,
+                )
+            )
+        raw.close()
+
+    def export(self) -> None:
+        rows = self.n(1_000_000)
+        org_id, _, _, _ = self.tenant("exporter", org_id="org_export")
+        self.say(f"export: generating {rows:,} events for one organisation")
+        with self.database.engine.begin() as connection:
+            fill_events(connection, rows, org_id=org_id)
+        from storage import exports as export_rows
+
+        with self.database.unit_of_work(write=True) as session:
+            export = export_rows.create_export(
+                session, org_id, {}, EventFilter(), datetime.now(UTC)
+            )
+            session.commit()
+        self.say("export: building it in a fresh process")
+        import subprocess
+        import sys
+
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.export_once",
+                self.database_url,
+                export.id,
+                str(self.folder / "exports"),
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        figures = json.loads(result.stdout.strip().splitlines()[-1])
+        rate = rows / figures["seconds"]
+
+        self.say("export: COPY of the same query")
+        statement = events_page_statement(
+            "postgresql", org_id, EventFilter(), None, max_event_id=export.max_event_id
+        )
+        compiled = statement.compile(
+            dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        raw = self.database.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            started = time.perf_counter()
+            with cursor.copy(f"COPY ({compiled}) TO STDOUT WITH CSV") as copy:
+                for _ in copy:
+                    pass
+            baseline = rows / (time.perf_counter() - started)
+        finally:
+            raw.close()
+        ratio = rate / baseline
+        self.rows.append(
+            Row(
+                f"export rows/s for {rows:,} rows (peak RSS of the exporting process)",
+                f"{rate:,.0f} rows/s ({figures['peak_mb']:.0f} MB)",
+                f"COPY (same query) TO STDOUT: {baseline:,.0f} rows/s",
+                f"{ratio:.2f}×",
+                "≥ 0.5 × baseline; ≤ 200 MB",
+                ratio >= 0.5 and figures["peak_mb"] <= 200,
+            )
+        )
+
+    def visibility(self, port: int) -> None:
+        seconds = max(6.0, 60 * self.scale)
+        rate = 200
+        org_id, api_key, source_id, secret = self.tenant("latency")
+        worker = celery_worker("worker.main", self.env, 2, self.folder / "worker-latency.log")
+        accepted: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        done = threading.Event()
+
+        def poll() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while not done.is_set() or len(seen) < len(accepted):
+                connection.request(
+                    "GET", "/v1/events?limit=500", headers={"Authorization": f"Bearer {api_key}"}
+                )
+                response = connection.getresponse()
+                events = json.loads(response.read())["events"]
+                now = time.perf_counter()
+                for event in events:
+                    seen.setdefault(event["notification_id"], now)
+                time.sleep(0.02)
+
+        self.say(f"visibility: {rate} notifications/s for {seconds:.0f}s")
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            started = time.perf_counter()
+            for index in range(int(seconds * rate)):
+                wait = started + index / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                notification_id = f"v{index}"
+                body = json.dumps(
+                    person_snapshot(notification_id, f"vp{index}", index % 3600)
+                ).encode()
+                connection.request(
+                    "POST",
+                    f"/v1/webhooks/{source_id}",
+                    body=body,
+                    headers=signed_request(secret, body),
+                )
+                response = connection.getresponse()
+                response.read()
+                if response.status == 202:
+                    accepted[notification_id] = time.perf_counter()
+            done.set()
+            poller.join(timeout=60)
+        finally:
+            worker.stop()
+        latencies = sorted((seen[i] - t) * 1000 for i, t in accepted.items() if i in seen)
+        missing = len(accepted) - len(latencies)
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        self.rows.append(
+            Row(
+                f"webhook 202 → visible in GET /v1/events, {rate}/s for {seconds:.0f}s: p50 / p95",
+                f"{p50:.0f} / {p95:.0f} ms ({missing} never seen)",
+                "—",
+                "—",
+                "p95 ≤ 1 s",
+                p95 <= 1000 and missing == 0,
+            )
+        )
+
+
+def percentile(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def machine(database: Database, redis_url: str) -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    with database.engine.connect() as connection:
+        postgres = connection.execute(text("SHOW server_version")).scalar()
+    redis_version = redis.Redis.from_url(redis_url).info("server")["redis_version"]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"PostgreSQL {postgres}; Redis {redis_version} (broker); Python {platform.python_version()}"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    header = ["figure", "measured", "baseline (same run)", "ratio", "target", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row.cells) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--write", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+
+    admin = os.environ.get("DATABASE_URL", "") or DEFAULT_DATABASE
+    if not admin.startswith(("postgres://", "postgresql")):
+        raise SystemExit("the benchmark runs against PostgreSQL: set DATABASE_URL to one")
+    redis_url = os.environ.get("REDIS_URL", "") or DEFAULT_REDIS
+    os.environ["REDIS_URL"] = redis_url  # bench.noop reads it
+    started = time.time()
+    with (
+        tempfile.TemporaryDirectory(prefix="auditlog-bench-") as folder,
+        BenchDatabase(admin) as db,
+    ):
+        bench = Bench(args.scale, Path(folder), db.url, redis_url)
+        upgrade(bench.database)
+        about = machine(bench.database, redis_url)
+        _, _, source_id, secret = bench.tenant("ingest")
+        web: Process | None = None
+        try:
+            web, port = gunicorn(bench.env, 2, Path(folder) / "gunicorn.log")
+            bench.single_webhooks(port, secret, source_id)
+            bench.batch_webhooks(port, secret, source_id)
+            bench.processing()
+            bench.reads(port)
+            bench.export()
+            bench.visibility(port)
+        finally:
+            if web is not None:
+                web.stop()
+            bench.database.engine.dispose()
+    report = "\n".join(
+        [
+            f"# Benchmark (scale {args.scale:g})",
+            "",
+            f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {time.time() - started:.0f}s",
+            f"on {about}.",
+            "Each figure stands beside a baseline measured in the same run: compare ratios.",
+            "",
+            table(bench.rows),
+            "",
+        ]
+    )
+    print(report)
+    if args.write:
+        args.write.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
