@@ -34,20 +34,18 @@ def _refuse_constant(name: str) -> Any:
 
 def depth_of(document: Any) -> int:
     """Nesting depth of a parsed document, without recursion."""
+    if not isinstance(document, dict | list):
+        return 0
     deepest = 0
-    stack = [(document, 1)]
+    stack: list[tuple[Any, int]] = [(document, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Iterable[Any] = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
         deepest = max(deepest, depth)
         if depth > MAX_DEPTH:
             return depth
-        stack.extend((child, depth + 1) for child in children)
+        children: Iterable[Any] = node.values() if isinstance(node, dict) else node
+        # Only containers go on the stack: scalars cannot deepen anything.
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return deepest
 
 

@@ -28,7 +28,12 @@ from api.context import services
 from api.errors import reject
 from api.rest import Blueprint
 from ingest.body import BodyRejected, parse_body
-from ingest.schemas import WebhookAcceptedSchema, notification_schema, webhook_body_schema
+from ingest.schemas import (
+    WebhookAcceptedSchema,
+    notification_schema,
+    nul_free_notification_schema,
+    webhook_body_schema,
+)
 from ingest.signature import SignatureRejected, verify_signature
 from storage import inbox
 from storage.credentials import SecretBox
@@ -101,7 +106,7 @@ def receive_webhook(source_id: str) -> Any:
     except BodyRejected as exc:
         reject(BadRequest, exc.code, exc.message)
 
-    incoming = validate_notifications(document, webhook_id)
+    incoming = validate_notifications(document, webhook_id, nul_possible=b"\\u0000" in body)
     with runtime.database.unit_of_work(write=True) as session:
         receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
         session.commit()
@@ -186,8 +191,14 @@ def read_body(limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def validate_notifications(document: Any, webhook_id: str) -> list[IncomingNotification]:
-    """Every notification of the body, validated; 400 for a wrong shape, 422 for a bad field."""
+def validate_notifications(
+    document: Any, webhook_id: str, nul_possible: bool = True
+) -> list[IncomingNotification]:
+    """Every notification of the body, validated; 400 for a wrong shape, 422 for a bad field.
+
+    ``nul_possible=False`` (the raw body holds no ``\\u0000`` escape) skips the U+0000 walk.
+    """
+    schema = notification_schema if nul_possible else nul_free_notification_schema
     if not isinstance(document, dict):
         reject(BadRequest, "invalid_shape", "the body must be a JSON object")
     if "notifications" in document:
@@ -207,7 +218,7 @@ def validate_notifications(document: Any, webhook_id: str) -> list[IncomingNotif
             errors[str(index)] = {"_schema": ["A notification must be a JSON object."]}
             continue
         try:
-            loaded.append(notification_schema.load(item))
+            loaded.append(schema.load(item))
         except ValidationError as exc:
             errors[str(index)] = exc.messages
     if errors:

@@ -78,7 +78,8 @@ def state_as_of(
             near, far = _edge_ends(row, perspective)
             if record not in (near, far):
                 continue
-            updated_at = row.occurred_at
+            if record == near:  # a change reported from this record's side
+                updated_at = row.occurred_at
             name = _relationship_name(record_type, kind)
             if name is None:
                 continue  # an edge this side does not list (a person's teams, licenses)

@@ -10,11 +10,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def rfc3339(moment: datetime) -> str:
     """UTC with ``Z``; milliseconds or microseconds only when the moment has them."""
     moment = moment.astimezone(UTC)
-    if moment.microsecond == 0:
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if moment.microsecond % 1000 == 0:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    micros = moment.microsecond
+    # isoformat is C and several times faster than strftime on this hot path.
+    if micros == 0:
+        return moment.isoformat(timespec="seconds")[:19] + "Z"
+    if micros % 1000 == 0:
+        return moment.isoformat(timespec="milliseconds")[:23] + "Z"
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def to_micros(moment: datetime) -> int:

@@ -124,6 +124,8 @@ class DerivedEvent:
     details: dict[str, Any] = field(default_factory=dict)
     entity_name: str | None = None
     target_names: list[str | None] = field(default_factory=list)
+    #: For a relationship event, the record whose side reported it.
+    perspective: EntityKey | None = None
 
 
 class World:
@@ -447,10 +449,10 @@ class Diff:
         a_type, b_type = EDGE_ENDS[edge.kind]
         a = self.world.entity(a_type, edge.a_id)
         b = self.world.entity(b_type, edge.b_id) if b_type else None
-        a.touch(self.clock)
-        if b is not None:
-            b.touch(self.clock)
-        self.emit(self.edge_event(edge, present, perspective, a, b))
+        event = self.edge_event(edge, present, perspective, a, b)
+        # The change belongs to the side it is reported from (the event's own record).
+        (a if event.perspective == a.key else b or a).touch(self.clock)
+        self.emit(event)
 
     def edge_event(
         self,
@@ -464,6 +466,7 @@ class Diff:
         if (edge.kind, perspective.type) not in EDGE_CODES:
             perspective = a if perspective is b else b  # type: ignore[assignment]
         created, removed = EDGE_CODES[(edge.kind, perspective.type)]
+        reported_from = perspective.key
         code = created if present else removed
         if code == "team.person_relationship_created" and self.change.origin == "csv":
             code = "team.person_relationship_created_csv"
@@ -473,7 +476,9 @@ class Diff:
             targets.append(perspective.key)
         if other is not None:
             targets.append(other.key)
-        return DerivedEvent(code, self.event_entity(perspective), targets=targets)
+        return DerivedEvent(
+            code, self.event_entity(perspective), targets=targets, perspective=reported_from
+        )
 
 
 def apply(world: World, change: Change) -> list[DerivedEvent]:

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -33,17 +34,18 @@ class Outcome:
     to_retry: list[int] = field(default_factory=list)
 
 
-def lock_queued(session: Session, pks: Sequence[int]) -> list[Notification]:
+def lock_queued(session: Session, pks: Sequence[int]) -> list[Any]:
     """The still-queued notifications among ``pks``, locked, in clock order.
 
     A second delivery of the same message waits here for the first to commit and then
     finds nothing left to do: that is what makes re-delivery harmless.
     """
+    table = Notification.__table__
     return list(
-        session.scalars(
-            select(Notification)
-            .where(Notification.pk.in_(list(pks)), Notification.status == QUEUED)
-            .order_by(Notification.occurred_at, Notification.sequence, Notification.pk)
+        session.execute(
+            select(table)  # plain rows: the ORM's identity map buys nothing here
+            .where(table.c.pk.in_(list(pks)), table.c.status == QUEUED)
+            .order_by(table.c.occurred_at, table.c.sequence, table.c.pk)
             .with_for_update()
         )
     )

@@ -99,13 +99,18 @@ def far_ends(edges: Iterable[EdgeState]) -> set[EntityKey]:
 def load_world(
     session: Session, org_id: str, payloads: Sequence[dict[str, Any]]
 ) -> tuple[World, set[EntityKey]]:
-    """The state a batch touches, and the keys this transaction holds locks on."""
-    locked_keys: set[EntityKey] = set()
+    """The state a batch touches, and the subjects, whose rows this transaction may write.
+
+    Subjects are locked exclusively; the records they only point at (relationship ids,
+    parents) are locked shared: their clocks must not move under the diff, but the batch
+    never writes them.
+    """
+    referenced: set[EntityKey] = set()
     subjects: set[EntityKey] = set()
     for payload in payloads:
-        locked_keys |= referenced_keys(payload)
+        referenced |= referenced_keys(payload)
         subjects.add((payload["entity"]["type"], payload["entity"]["id"]))
-    rows = state.lock_entities(session, org_id, locked_keys)
+    rows = state.lock_entities(session, org_id, subjects, referenced - subjects)
     edge_rows = state.lock_edges_of(session, org_id, subjects)
     edges = [
         EdgeState(r.kind, r.a_id, r.b_id, r.present, (r.clock_us, r.clock_seq)) for r in edge_rows
@@ -124,14 +129,12 @@ def load_world(
             break
         for row in state.load_entities(session, org_id, missing):
             world.entities[(row.entity_type, row.entity_id)] = entity_state(row)
-    return world, locked_keys
+    return world, subjects
 
 
-def record_notifications(
-    session: Session, notifications: Sequence[Notification], now: datetime
-) -> None:
+def record_notifications(session: Session, notifications: Sequence[Any], now: datetime) -> None:
     """Diff the notifications (already locked, in clock order) and write everything."""
-    by_org: dict[str, list[Notification]] = defaultdict(list)
+    by_org: dict[str, list[Any]] = defaultdict(list)
     for notification in notifications:
         by_org[notification.org_id].append(notification)
     source_ids = {n.source_id for n in notifications if n.source_id is not None}
@@ -152,14 +155,14 @@ def record_notifications(
 def _record_org_batch(
     session: Session,
     org_id: str,
-    batch: Sequence[Notification],
+    batch: Sequence[Any],
     senders: dict[str | None, Sender],
     now: datetime,
 ) -> None:
     payloads = [{**notification.payload, "id": notification.external_id} for notification in batch]
-    world, locked_keys = load_world(session, org_id, payloads)
+    world, subjects = load_world(session, org_id, payloads)
 
-    derived: list[tuple[Notification, list[dict[str, Any]]]] = []
+    derived: list[tuple[Any, list[dict[str, Any]]]] = []
     for notification, payload in zip(batch, payloads, strict=True):
         derived.append((notification, derive(world, payload, senders[notification.source_id])))
 
@@ -168,7 +171,7 @@ def _record_org_batch(
         if not entity.dirty:
             continue
         updated = from_micros(entity.updated_us) if entity.updated_us is not None else None
-        if entity.key in locked_keys:
+        if entity.key in subjects:
             entity_rows.append(entity_row(org_id, entity, updated))
         elif updated is not None:
             bumps[updated].add(entity.key)
@@ -218,7 +221,7 @@ def _record_org_batch(
 def _event_row(
     org_id: str,
     event_id: int,
-    notification: Notification,
+    notification: Any,
     position: int,
     record: dict[str, Any],
     now: datetime,
