@@ -198,12 +198,6 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["org_id"], ["organizations.id"], name=op.f("fk_notifications_org_id_organizations")
-        ),
-        sa.ForeignKeyConstraint(
-            ["source_id"], ["sources.id"], name=op.f("fk_notifications_source_id_sources")
-        ),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_notifications")),
         sa.UniqueConstraint(
             "source_id", "external_id", name=op.f("uq_notifications_source_id_external_id")
