@@ -252,17 +252,9 @@ def record_log(
     session: Session, org_id: str, entity_type: str, entity_id: str, until: datetime
 ) -> Sequence[Row[Any]]:
     """Every event concerning a record with ``occurred_at <= until``, oldest first."""
-    statement = (
-        select(events)
-        .select_from(event_subjects.join(events, events.c.id == event_subjects.c.event_id))
-        .where(
-            event_subjects.c.org_id == org_id,
-            event_subjects.c.entity_type == entity_type,
-            event_subjects.c.entity_id == entity_id,
-            event_subjects.c.occurred_at <= until,
-        )
-        .order_by(event_subjects.c.occurred_at, event_subjects.c.event_id)
-    )
+    flt = EventFilter(records=((entity_type, entity_id),))
+    statement, time_column, id_column = _base(org_id, flt, session.get_bind().dialect.name)
+    statement = statement.where(time_column <= until).order_by(time_column, id_column)
     return session.execute(statement).all()
 
 

@@ -6,14 +6,21 @@ import random
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.app import create_app
 from storage.db import Database
-from storage.models import Event, Notification
+from storage.models import Notification
 from tests.factories import make_settings, make_tenant, post_signed
 from tests.integration.processes import celery_worker, wait_until
-from tests.integration.workload import history, population, replayed_state, stored_state
+from tests.integration.workload import (
+    doubled_events,
+    history,
+    population,
+    replayed_state,
+    status_counts,
+    stored_state,
+)
 from worker.queue import create_celery, publisher
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -35,25 +42,6 @@ def pg_database(pg_settings):
     database = Database(pg_settings.database_url)
     yield database
     database.engine.dispose()
-
-
-def status_counts(database) -> dict[str, int]:
-    with database.unit_of_work() as session:
-        rows = session.execute(
-            select(Notification.status, func.count()).group_by(Notification.status)
-        )
-        return dict(rows.all())
-
-
-def doubled_events(database) -> int:
-    """Events recorded more than once for one notification (the unique index forbids it)."""
-    with database.unit_of_work() as session:
-        per_position = (
-            select(Event.notification_pk, Event.position)
-            .group_by(Event.notification_pk, Event.position)
-            .having(func.count() > 1)
-        )
-        return len(session.execute(per_position).all())
 
 
 def send(client, tenant, payloads, batch_size: int) -> None:

@@ -14,12 +14,10 @@ import sys
 import time
 
 import pytest
-from sqlalchemy import func, select
 
 from api.app import create_app
 from storage.db import Database
 from storage.migrate import upgrade
-from storage.models import Event, Notification
 from storage.settings import Settings
 from tests.factories import make_settings, make_tenant, post_signed
 from tests.integration.processes import (
@@ -29,29 +27,17 @@ from tests.integration.processes import (
     children_of,
     wait_until,
 )
-from tests.integration.workload import history, population, replayed_state, stored_state
+from tests.integration.workload import (
+    doubled_events,
+    history,
+    population,
+    replayed_state,
+    status_counts,
+    stored_state,
+)
 from worker.queue import VISIBILITY_TIMEOUT_SECONDS
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.slow]
-
-
-def counts(database) -> dict[str, int]:
-    with database.unit_of_work() as session:
-        rows = session.execute(
-            select(Notification.status, func.count()).group_by(Notification.status)
-        )
-        return dict(rows.all())
-
-
-def doubled(database) -> int:
-    with database.unit_of_work() as session:
-        return len(
-            session.execute(
-                select(Event.notification_pk, Event.position)
-                .group_by(Event.notification_pk, Event.position)
-                .having(func.count() > 1)
-            ).all()
-        )
 
 
 def fast_sweeper(settings: Settings, **changes) -> Settings:
@@ -72,8 +58,8 @@ def send_batches(client, tenant, payloads, size: int = 100) -> int:
 
 
 def assert_nothing_lost(database, tenant, total: int) -> None:
-    assert counts(database) == {"processed": total}
-    assert doubled(database) == 0
+    assert status_counts(database) == {"processed": total}
+    assert doubled_events(database) == 0
     assert stored_state(database, tenant.org_id) == replayed_state(database, tenant.org_id)
 
 
@@ -105,29 +91,31 @@ class TestKilledWorkers:
         try:
             for number, threshold in enumerate([1000, 2500, 4000, 5500, 7000]):
                 wait_until(
-                    lambda t=threshold: counts(database).get("processed", 0) >= t,
+                    lambda t=threshold: status_counts(database).get("processed", 0) >= t,
                     120,
                     worker.output()[-3000:],
                 )
                 if number % 2 == 0:
                     child = children_of(worker.process.pid)[0]
                     os.kill(child, signal.SIGKILL)
-                    kills.append(("child", counts(database).get("processed", 0)))
+                    kills.append(("child", status_counts(database).get("processed", 0)))
                 else:
                     worker.kill_main()
-                    kills.append(("main", counts(database).get("processed", 0)))
+                    kills.append(("main", status_counts(database).get("processed", 0)))
                     worker.stop()
                     worker = CeleryWorker(pg_settings, concurrency=2, beat=True)
             last_kill = time.monotonic()
             wait_until(
-                lambda: counts(database) == {"processed": 10_000}, 300, worker.output()[-3000:]
+                lambda: status_counts(database) == {"processed": 10_000},
+                300,
+                worker.output()[-3000:],
             )
             recovery = time.monotonic() - last_kill
         finally:
             worker.stop()
         print(
-            f"\nkill -9: sent {sent}, processed {counts(database).get('processed')}, "
-            f"doubled {doubled(database)}, kills {kills}, "
+            f"\nkill -9: sent {sent}, processed {status_counts(database).get('processed')}, "
+            f"doubled {doubled_events(database)}, kills {kills}, "
             f"all processed {recovery:.1f}s after the last"
         )
         assert sent == 10_000
@@ -155,7 +143,7 @@ class TestBrokerRestart:
             send_batches(client, tenant, payloads[2000:])
             restarted = time.monotonic()
             wait_until(
-                lambda: counts(database) == {"processed": 3000}, 180, worker.output()[-3000:]
+                lambda: status_counts(database) == {"processed": 3000}, 180, worker.output()[-3000:]
             )
             recovery = time.monotonic() - restarted
         print(
@@ -198,7 +186,9 @@ class TestDatabaseRestart:
                 restarted = time.monotonic()
                 send_batches(client, tenant, payloads[1000:])
                 wait_until(
-                    lambda: counts(database) == {"processed": 2000}, 180, worker.output()[-3000:]
+                    lambda: status_counts(database) == {"processed": 2000},
+                    180,
+                    worker.output()[-3000:],
                 )
                 recovery = time.monotonic() - restarted
             print(
@@ -251,10 +241,12 @@ class TestCrashBeforePublish:
             timeout=60,
         )
         assert crashed.returncode == 3, crashed.stderr.decode()
-        assert counts(database) == {"queued": 5}
+        assert status_counts(database) == {"queued": 5}
         started = time.monotonic()
         with celery_worker(pg_settings, beat=True) as worker:
-            wait_until(lambda: counts(database) == {"processed": 5}, 60, worker.output()[-3000:])
+            wait_until(
+                lambda: status_counts(database) == {"processed": 5}, 60, worker.output()[-3000:]
+            )
         took = time.monotonic() - started
         print(
             f"\ncrash before publish: 5 committed, processed {took:.1f}s after the worker started"

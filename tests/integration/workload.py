@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from storage.catalog import RELATIONSHIPS
 from storage.db import Database
-from storage.models import Edge, Entity, Notification
+from storage.models import Edge, Entity, Event, Notification
 from worker.derive import Sender, derive
 from worker.diff import World
 
@@ -125,3 +125,23 @@ def stored_state(database: Database, org_id: str) -> dict[str, Any]:
         },
         "edges": sorted(tuple(row) for row in edges),
     }
+
+
+def status_counts(database: Database) -> dict[str, int]:
+    """Notifications by status."""
+    with database.unit_of_work() as session:
+        rows = session.execute(
+            select(Notification.status, func.count()).group_by(Notification.status)
+        )
+        return dict(rows.all())
+
+
+def doubled_events(database: Database) -> int:
+    """Events recorded more than once for one notification (the unique index forbids it)."""
+    with database.unit_of_work() as session:
+        per_position = (
+            select(Event.notification_pk, Event.position)
+            .group_by(Event.notification_pk, Event.position)
+            .having(func.count() > 1)
+        )
+        return len(session.execute(per_position).all())
