@@ -33,13 +33,6 @@ def _default_code(exception: HTTPException) -> str:
     return re.sub(r"[^a-z0-9]+", "_", (exception.name or "error").lower()).strip("_")
 
 
-def _retry_after(exception: HTTPException) -> int:
-    """Seconds until the breached window frees a slot (Flask-Limiter's RateLimitExceeded)."""
-    limit = getattr(exception, "limit", None)
-    seconds = getattr(getattr(limit, "limit", None), "get_expiry", lambda: 1)()
-    return max(1, int(seconds))
-
-
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(exception: HTTPException) -> Any:
@@ -49,8 +42,6 @@ def register_error_handlers(app: Flask) -> None:
             exception.description or exception.name,
             getattr(exception, "details", None),
         )
-        if exception.code == 429:
-            response.headers["Retry-After"] = str(_retry_after(exception))
         for header in ("Allow", "Retry-After"):
             original = exception.get_response().headers.get(header)
             if original:

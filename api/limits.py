@@ -48,7 +48,7 @@ def install_limits(
         storage_uri=settings.redis_url or "memory://",
         storage_options=storage_options,  # type: ignore[arg-type]
         strategy="moving-window",
-        headers_enabled=True,
+        headers_enabled=True,  # Retry-After on every 429 comes from here
         swallow_errors=True,
         in_memory_fallback_enabled=True,
         key_prefix="auditlog",

@@ -146,7 +146,7 @@ def record_state(args: dict[str, Any], entity_type: str, entity_id: str) -> Any:
             state = state_as_of(
                 (entity_type, entity_id), row.baseline if row else None, log, args["as_of"]
             )
-        elif row is not None and (row.clocks.get("exists") or row.clocks.get("deleted")):
+        elif row is not None and row.known:
             state = {
                 "properties": row.properties,
                 "relationships": queries.relationships_of(

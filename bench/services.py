@@ -71,6 +71,7 @@ class Process:
         raise RuntimeError(f"{self.log_path.name}: no {needle!r}:\n{self.output()[-2000:]}")
 
     def stop(self) -> None:
+        """Stop the whole group; safe to call again, and after the main process died."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -78,6 +79,11 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        else:
+            try:  # children orphaned by a killed main process
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.log.close()
 
 

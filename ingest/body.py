@@ -49,12 +49,21 @@ def depth_of(document: Any) -> int:
     return deepest
 
 
-def parse_body(body: bytes) -> Any:
-    """The JSON document of a request body, or BodyRejected with a 400-worthy reason."""
+def decode_body(body: bytes) -> str:
+    """The body as text; JSON is UTF-8, so anything else is refused."""
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyRejected("invalid_json", f"the body is not UTF-8: {exc.reason}") from None
+
+
+def parse_body(body: bytes) -> Any:
+    """The JSON document of a request body, or BodyRejected with a 400-worthy reason."""
+    return parse_text(decode_body(body))
+
+
+def parse_text(text: str) -> Any:
+    """The JSON document of a body already decoded (see decode_body)."""
     if text.startswith("\ufeff"):
         text = text[1:]
     try:

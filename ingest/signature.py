@@ -41,14 +41,15 @@ def _signatures(header: str) -> list[bytes]:
 
 def verify_signature(
     secret: str,
-    body: bytes,
+    body: bytes | str,
     headers: Mapping[str, str] | Headers,
     tolerance_seconds: int,
     now: datetime | None = None,
 ) -> str:
     """Check the three ``webhook-*`` headers; return the webhook id or raise SignatureRejected.
 
-    ``body`` must be valid UTF-8 (the caller checks, a non-UTF-8 body is not JSON anyway).
+    ``body`` is the raw bytes, or their UTF-8 text when the caller decoded them already
+    (signing the text re-encodes exactly those bytes); a non-UTF-8 body is not JSON anyway.
     """
     msg_id = headers.get("webhook-id")
     timestamp = headers.get("webhook-timestamp")
@@ -74,7 +75,9 @@ def verify_signature(
     if not candidates:
         raise SignatureRejected("webhook-signature has no v1 signature")
     expected = Webhook(secret).sign(
-        msg_id=msg_id, timestamp=datetime.fromtimestamp(sent_at, UTC), data=body.decode("utf-8")
+        msg_id=msg_id,
+        timestamp=datetime.fromtimestamp(sent_at, UTC),
+        data=body if isinstance(body, str) else body.decode("utf-8"),
     )
     expected_bytes = base64.b64decode(expected.split(",", 1)[1])
     matched = False

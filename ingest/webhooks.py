@@ -27,7 +27,7 @@ from werkzeug.exceptions import (
 from api.context import services
 from api.errors import reject
 from api.rest import Blueprint
-from ingest.body import BodyRejected, parse_body
+from ingest.body import BodyRejected, decode_body, parse_text
 from ingest.schemas import (
     WebhookAcceptedSchema,
     notification_schema,
@@ -89,24 +89,24 @@ def receive_webhook(source_id: str) -> Any:
     if source is None:
         reject(NotFound, "not_found", "no such webhook source")
 
-    body = read_body(settings.max_body_bytes)
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
+        # Decoded once: the signature, the parser and the U+0000 test all read the text.
+        text = decode_body(read_body(settings.max_body_bytes))
+    except BodyRejected:
         reject(BadRequest, "invalid_json", "the body is not UTF-8")
     try:
         webhook_id = verify_signature(
-            source.secret, body, request.headers, settings.webhook_tolerance_seconds
+            source.secret, text, request.headers, settings.webhook_tolerance_seconds
         )
     except SignatureRejected as exc:
         reject(Unauthorized, "invalid_signature", str(exc))
 
     try:
-        document = parse_body(body)
+        document = parse_text(text)
     except BodyRejected as exc:
         reject(BadRequest, exc.code, exc.message)
 
-    incoming = validate_notifications(document, webhook_id, nul_possible=b"\\u0000" in body)
+    incoming = validate_notifications(document, webhook_id, nul_possible="\\u0000" in text)
     with runtime.database.unit_of_work(write=True) as session:
         receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
         session.commit()

@@ -131,6 +131,11 @@ class Entity(Base):
     baseline: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    @property
+    def known(self) -> bool:
+        """Whether any state or deletion was ever recorded (a bare row is only a lock)."""
+        return bool(self.clocks.get("exists") or self.clocks.get("deleted"))
+
 
 class Edge(Base):
     """One relationship between two records, shared by both ends.

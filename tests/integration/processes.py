@@ -7,22 +7,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.services import BIN, Process, free_port
 from storage.settings import Settings
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, message: str) -> None:
@@ -51,12 +43,11 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-class CeleryWorker:
+class CeleryWorker(Process):
     """``celery -A worker.main worker`` in a subprocess of its own process group."""
 
     def __init__(self, settings: Settings, concurrency: int = 1, beat: bool = False) -> None:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = settings.var_dir / f"worker-{time.monotonic_ns()}.log"
         command = [
             str(BIN / "celery"),
             "-A",
@@ -73,37 +64,13 @@ class CeleryWorker:
         ]
         if beat:
             command += ["--beat", "--schedule", str(settings.var_dir / "beat-schedule")]
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command,
-            env=service_env(settings),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        log = settings.var_dir / f"worker-{time.monotonic_ns()}.log"
+        super().__init__(command, service_env(settings), log)
 
     def kill_main(self) -> None:
         """``kill -9`` of the main process only: its pool children are orphaned."""
         os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        else:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
 
 
 @contextmanager

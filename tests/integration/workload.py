@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from storage import inbox
 from storage.catalog import RELATIONSHIPS
 from storage.db import Database
 from storage.models import Edge, Entity, Event, Notification
@@ -130,10 +131,7 @@ def stored_state(database: Database, org_id: str) -> dict[str, Any]:
 def status_counts(database: Database) -> dict[str, int]:
     """Notifications by status."""
     with database.unit_of_work() as session:
-        rows = session.execute(
-            select(Notification.status, func.count()).group_by(Notification.status)
-        )
-        return dict(rows.all())
+        return inbox.count_by_status(session)
 
 
 def doubled_events(database: Database) -> int:
