@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
 from storage.db import Database
@@ -24,6 +26,14 @@ from tests.factories import RecordingPublisher, make_settings
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# Property tests that do not set their own count take it from the profile: `make test` runs
+# a few hundred examples each, CI (`HYPOTHESIS_PROFILE=slow`, set by .ci/run) thousands.
+hypothesis_settings.register_profile("dev", max_examples=300)
+hypothesis_settings.register_profile(
+    "slow", max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def postgres_admin_url() -> str:

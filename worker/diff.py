@@ -364,7 +364,10 @@ class Diff:
                 changed.append((key, old, new))
                 subject.touch(clock)
         if full and clock > floor:
+            # A clock that moves must be stored even when no value changed: it is what keeps
+            # an older patch, arriving in a later transaction, from applying.
             subject.snapshot_clock = clock
+            subject.dirty = True
             # Tombstones older than the snapshot are implied by it.
             for key in [k for k, c in subject.prop_clocks.items() if c < clock]:
                 if key not in subject.properties:

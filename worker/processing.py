@@ -1,9 +1,11 @@
 """Processing a message: the queued notifications it names, in as few transactions as possible.
 
 The whole batch is applied in one transaction. If that fails for a reason other than a
-transient database error, each notification is tried alone so that one bad notification
-cannot hold back the others; it is retried, and after ``max_attempts`` it becomes
-``failed`` with its error (``auditlog notifications retry`` queues it again).
+transient database error, the message's own notifications are tried again without the
+waiting ones it pulled in, then each alone, so that a failure is charged only to the
+notification that causes it and one bad notification cannot hold back the others; it is
+retried, and after ``max_attempts`` it becomes ``failed`` with its error (``auditlog
+notifications retry`` queues it again).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def process_notifications(
     database: Database, pks: Sequence[int], max_attempts: int, catch_up: bool = True
 ) -> Outcome:
     outcome = Outcome()
+    pulled_in = False
     try:
         with database.unit_of_work(write=True) as session:
             batch = lock_queued(session, pks)
@@ -85,8 +88,11 @@ def process_notifications(
             if catch_up and len(batch) < CATCH_UP:
                 mine = {row.pk for row in batch}
                 orgs = {row.org_id for row in batch}
-                batch += lock_waiting(session, orgs, mine, CATCH_UP - len(batch))
-                batch.sort(key=lambda row: (row.occurred_at, row.sequence, row.pk))
+                waiting = lock_waiting(session, orgs, mine, CATCH_UP - len(batch))
+                pulled_in = bool(waiting)
+                batch = sorted(
+                    batch + waiting, key=lambda row: (row.occurred_at, row.sequence, row.pk)
+                )
             record_notifications(session, batch, datetime.now(UTC))
             session.commit()
             outcome.processed = len(batch)
@@ -94,6 +100,11 @@ def process_notifications(
     except (OperationalError, InterfaceError):
         raise
     except Exception as exc:
+        if pulled_in:
+            # Any of the notifications pulled in may be the one at fault: try the message's
+            # own alone before charging anything to them. The others keep their own messages.
+            log.warning("catch-up batch failed; retrying the message alone", exc_info=True)
+            return process_notifications(database, pks, max_attempts, catch_up=False)
         if len(pks) == 1:
             return _record_failure(database, pks[0], max_attempts, outcome, exc)
         log.warning("batch of %d failed; processing one by one", len(pks), exc_info=True)

@@ -66,6 +66,35 @@ class TestProcessing:
         assert (requeued.status, requeued.attempts, requeued.error) == ("queued", 0, None)
 
 
+class TestFailuresAreChargedToTheirCause:
+    def test_a_poisoned_notification_pulled_in_by_catch_up_is_not_blamed_on_the_message(
+        self, client, tenant, database, publisher, monkeypatch
+    ):
+        post_signed(client, tenant, notification())
+        post_signed(client, tenant, notification())
+        [innocent], [poisoned] = publisher.messages
+        real = processing.record_notifications
+
+        def record(session, notifications, now):
+            if any(n.pk == poisoned for n in notifications):
+                raise ValueError("cannot diff this one")
+            return real(session, notifications, now)
+
+        monkeypatch.setattr(processing, "record_notifications", record)
+        outcome = processing.process_notifications(database, [innocent], max_attempts=1)
+        assert (outcome.processed, outcome.failed, outcome.to_retry) == (1, 0, [])
+        by_pk = {row.pk: row for row in rows(database)}
+        assert (by_pk[innocent].status, by_pk[innocent].attempts) == ("processed", 0)
+        # Not charged either: it is still waiting for its own message.
+        assert (by_pk[poisoned].status, by_pk[poisoned].attempts) == ("queued", 0)
+
+        outcome = processing.process_notifications(database, [poisoned], max_attempts=1)
+        assert (outcome.processed, outcome.failed) == (0, 1)
+        by_pk = {row.pk: row for row in rows(database)}
+        assert (by_pk[poisoned].status, by_pk[poisoned].attempts) == ("failed", 1)
+        assert by_pk[innocent].status == "processed"
+
+
 class TestSweeper:
     def test_only_notifications_queued_past_the_threshold_are_claimed(
         self, client, tenant, database
