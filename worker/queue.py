@@ -73,6 +73,10 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         worker_hijack_root_logger=False,
+        # Beat keeps its schedule in memory: every periodic task here is an interval sweep
+        # that is safe to run again, so nothing is worth a file, and a fresh host (no
+        # ``var/`` folder) can start beat with nothing but its environment.
+        beat_scheduler="celery.beat:Scheduler",
         beat_schedule={
             "requeue-stale-notifications": {
                 "task": REQUEUE_STALE,

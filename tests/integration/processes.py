@@ -63,7 +63,7 @@ class CeleryWorker(Process):
             f"test-{time.monotonic_ns()}@%h",
         ]
         if beat:
-            command += ["--beat", "--schedule", str(settings.var_dir / "beat-schedule")]
+            command += ["--beat"]
         log = settings.var_dir / f"worker-{time.monotonic_ns()}.log"
         super().__init__(command, service_env(settings), log)
 
