@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install install-test run test test-faults lint format bench bench-quick clean
+.PHONY: install install-test run test test-faults screenshots lint format bench bench-quick clean
 
 $(BIN)/auditlog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install-test
 ## Only the fault-injection suite (kill -9, broker and database restarts, crashes).
 test-faults: install-test
 	$(BIN)/pytest -m faults -q -s $(PYTEST_ARGS)
+
+## Console screenshots: the browser tests named *screenshot* save PNGs into docs/screenshots.
+screenshots: install-test
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest -q -m browser -k screenshot -p no:cacheprovider
 
 ## Benchmarks against PostgreSQL and Redis (DATABASE_URL / REDIS_URL or the local defaults).
 bench: install-test
