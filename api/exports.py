@@ -69,8 +69,8 @@ def authenticate() -> None:
     require_api_key()
 
 
-def progress_of(export: Export) -> float:
-    if export.status in (exports.SUCCEEDED, exports.EXPIRED):
+def progress_of(export: Export, status: str) -> float:
+    if status in (exports.SUCCEEDED, exports.EXPIRED):
         return 1.0
     if not export.rows_total:
         return 0.0
@@ -78,22 +78,25 @@ def progress_of(export: Export) -> float:
 
 
 def export_document(export: Export) -> dict[str, Any]:
+    """The export as shown: ``expired`` from ``expires_at`` on, not from beat's next sweep."""
+
     def moment(value: datetime | None) -> str | None:
         return rfc3339(value) if value is not None else None
 
+    status = exports.status_at(export, datetime.now(UTC))
     download_url = None
-    if export.status == exports.SUCCEEDED:
+    if status == exports.SUCCEEDED:
         token = link_signer().dumps({"export": export.id, "org": export.org_id})
         download_url = url_for(
             "exports.download_export", export_id=export.id, token=token, _external=True
         )
     return {
         "id": export.id,
-        "status": export.status,
+        "status": status,
         "filters": export.filters,
         "rows_written": export.rows_written,
         "rows_total": export.rows_total,
-        "progress": progress_of(export),
+        "progress": progress_of(export, status),
         "created_at": moment(export.created_at),
         "started_at": moment(export.started_at),
         "finished_at": moment(export.finished_at),
@@ -173,10 +176,11 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
         export = exports.find_export(session, owner, export_id)
     if export is None:
         reject(NotFound, "not_found", "no such export")
-    if export.status == exports.EXPIRED:
+    status = exports.status_at(export, datetime.now(UTC))  # expired from expires_at on
+    if status == exports.EXPIRED:
         reject(Gone, "export_expired", "the export has expired")
-    if export.status != exports.SUCCEEDED or not export.file_path:
-        reject(Conflict, "export_not_ready", f"the export is {export.status}")
+    if status != exports.SUCCEEDED or not export.file_path:
+        reject(Conflict, "export_not_ready", f"the export is {status}")
     path = Path(export.file_path)
     if not path.exists():
         reject(Gone, "export_expired", "the export file is gone")

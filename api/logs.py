@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import jsonify, request
-from werkzeug.exceptions import NotFound, UnprocessableEntity
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import Conflict, NotFound, UnprocessableEntity
 
 from api.auth import require_api_key
 from api.context import org_id, services
@@ -30,7 +31,7 @@ from storage.history import state_as_of, subject_of
 from storage.models import Source
 from storage.queries import EventFilter
 from storage.timefmt import rfc3339
-from worker.restore import restore_property
+from worker.restore import RecordDeleted, RestoreSuperseded, restore_property
 
 blp = Blueprint("logs", __name__, url_prefix="/v1", description="Audit log, records and restore")
 blp.before_request(require_api_key)
@@ -60,24 +61,53 @@ def event_filter(
     )
 
 
-def log_page(args: dict[str, Any], flt: EventFilter) -> Any:
+def page_of_events(
+    org: str, args: dict[str, Any], flt: EventFilter
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the log and the cursor of the next (None on the last page).
+
+    Raises ``CursorRejected`` for a cursor that was altered or made for another page. The
+    API and the console page through this one function, so a cursor means the same in both.
+    """
     runtime = services()
     cursors = Cursors(runtime.settings.secret_key)
     scope = flt.to_json()
-    after = None
-    if "cursor" in args:
-        try:
-            after = cursors.decode(args["cursor"], org_id(), scope)
-        except CursorRejected as exc:
-            reject(UnprocessableEntity, "invalid_cursor", str(exc), {"cursor": [str(exc)]})
+    after = cursors.decode(args["cursor"], org, scope) if "cursor" in args else None
     limit = args["limit"]
     with runtime.database.unit_of_work() as session:
-        rows = queries.events_page(session, org_id(), flt, limit + 1, after)
+        rows = queries.events_page(session, org, flt, limit + 1, after)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = cursors.encode(org_id(), scope, rows[-1].occurred_at, rows[-1].id)
-    return jsonify(events=[queries.event_document(row) for row in rows], next_cursor=next_cursor)
+        next_cursor = cursors.encode(org, scope, rows[-1].occurred_at, rows[-1].id)
+    return [queries.event_document(row) for row in rows], next_cursor
+
+
+def log_page(args: dict[str, Any], flt: EventFilter) -> Any:
+    try:
+        events, next_cursor = page_of_events(org_id(), args, flt)
+    except CursorRejected as exc:
+        reject(UnprocessableEntity, "invalid_cursor", str(exc), {"cursor": [str(exc)]})
+    return jsonify(events=events, next_cursor=next_cursor)
+
+
+def state_of_record(
+    session: Session, org: str, entity_type: str, entity_id: str, as_of: datetime | None
+) -> dict[str, Any] | None:
+    """``{"properties", "relationships", "deleted", "updated_at"}`` now or at ``as_of``;
+    None before the record's first known state. The API and the console both show this."""
+    row = queries.find_entity(session, org, entity_type, entity_id)
+    if as_of is not None:
+        log = queries.record_log(session, org, entity_type, entity_id, as_of)
+        return state_as_of((entity_type, entity_id), row.baseline if row else None, log, as_of)
+    if row is None or not row.known:
+        return None
+    return {
+        "properties": row.properties,
+        "relationships": queries.relationships_of(session, org, entity_type, entity_id),
+        "deleted": row.deleted,
+        "updated_at": row.updated_at,
+    }
 
 
 def known_type(entity_type: str) -> None:
@@ -94,7 +124,15 @@ def list_events(args: dict[str, Any]) -> Any:
     return log_page(args, event_filter(args))
 
 
-@blp.route("/entities/<entity_type>/<entity_id>/history", methods=["GET"])
+# Ids may hold "/" (LDAP names, paths), so every id is a werkzeug ``path`` segment, and
+# "a//b" or "a/b/" must not be merged or redirected away (``merge_slashes=False``); "%2F"
+# arrives decoded, as "/". The routing rule: a record's path ending in "/history" is its
+# history (GET) and one ending in "/restore" its restore (POST) — werkzeug prefers a rule's
+# static suffix to a longer id — so what precedes the suffix is the id. The history of the
+# record "x/history" is ".../x/history/history"; its state is the one thing that path cannot
+# name (".../x/history" is the history of "x"). A GET of ".../x/restore" is the state of
+# the record "x/restore". An id cannot start with "/" (the converter's one limit).
+@blp.route("/entities/<entity_type>/<path:entity_id>/history", methods=["GET"], merge_slashes=False)
 @blp.arguments(LogQueryArgsSchema, location="query")
 @blp.response(200, EventPageSchema)
 @blp.errors(400, 401, 404, 422)
@@ -104,7 +142,7 @@ def record_history(args: dict[str, Any], entity_type: str, entity_id: str) -> An
     return log_page(args, event_filter(args, records=((entity_type, entity_id),)))
 
 
-@blp.route("/actors/<actor_id>/activity", methods=["GET"])
+@blp.route("/actors/<path:actor_id>/activity", methods=["GET"], merge_slashes=False)
 @blp.arguments(LogQueryArgsSchema, location="query")
 @blp.response(200, EventPageSchema)
 @blp.errors(400, 401, 422)
@@ -132,7 +170,7 @@ def event_types(args: dict[str, Any]) -> Any:
     )
 
 
-@blp.route("/entities/<entity_type>/<entity_id>", methods=["GET"])
+@blp.route("/entities/<entity_type>/<path:entity_id>", methods=["GET"], merge_slashes=False)
 @blp.arguments(AsOfQueryArgsSchema, location="query")
 @blp.response(200, EntityStateSchema)
 @blp.errors(400, 401, 404, 422)
@@ -140,23 +178,7 @@ def record_state(args: dict[str, Any], entity_type: str, entity_id: str) -> Any:
     """A record as it stands, or as it stood at ``as_of`` (rebuilt from the log)."""
     known_type(entity_type)
     with services().database.unit_of_work() as session:
-        row = queries.find_entity(session, org_id(), entity_type, entity_id)
-        if "as_of" in args:
-            log = queries.record_log(session, org_id(), entity_type, entity_id, args["as_of"])
-            state = state_as_of(
-                (entity_type, entity_id), row.baseline if row else None, log, args["as_of"]
-            )
-        elif row is not None and row.known:
-            state = {
-                "properties": row.properties,
-                "relationships": queries.relationships_of(
-                    session, org_id(), entity_type, entity_id
-                ),
-                "deleted": row.deleted,
-                "updated_at": row.updated_at,
-            }
-        else:
-            state = None
+        state = state_of_record(session, org_id(), entity_type, entity_id, args.get("as_of"))
     if state is None:
         reject(NotFound, "not_found", "no such record (at that time)")
     name = state["properties"].get("name")
@@ -173,13 +195,21 @@ def record_state(args: dict[str, Any], entity_type: str, entity_id: str) -> Any:
     )
 
 
-@blp.route("/entities/<entity_type>/<entity_id>/restore", methods=["POST"])
+@blp.route(
+    "/entities/<entity_type>/<path:entity_id>/restore", methods=["POST"], merge_slashes=False
+)
 @blp.arguments(RestoreRequestSchema)
 @blp.response(201, RestoreResultSchema)
 @blp.alt_response(200, schema=RestoreResultSchema, description="the value is already current")
-@blp.errors(400, 401, 404, 422)
+@blp.errors(400, 401, 404, 409, 422)
 def restore(body: dict[str, Any], entity_type: str, entity_id: str) -> Any:
-    """Set a property back to the old value of one of the record's update events."""
+    """Set a property back to the old value of one of the record's update events.
+
+    201 with the event; 200 ``{"event": null}`` when the property already holds that value;
+    409 ``restore_superseded`` when a change dated after now already set it (the restore,
+    dated now, would lose to it); 422 ``record_deleted`` for a deleted record. The deleted
+    and superseded checks are made in the write transaction; refused, nothing is recorded.
+    """
     known_type(entity_type)
     runtime = services()
     record = (entity_type, entity_id)
@@ -201,26 +231,33 @@ def restore(body: dict[str, Any], entity_type: str, entity_id: str) -> Any:
             "the event is not a property update of this record",
             {"event_id": ["Not a property update of this record."]},
         )
-    if entity.deleted:
-        reject(UnprocessableEntity, "record_deleted", "the record is deleted; nothing to restore")
-    restored = restore_property(
-        runtime.database,
-        org_id=org_id(),
-        record=record,
-        parent_id=entity.parent_id,
-        prop=event.property,
-        value=event.old_value,
-        restored_from=body["event_id"],
-        actor=body["actor"],
-        ip_address=request.remote_addr,
-        now=datetime.now(UTC),
-    )
+    try:
+        restored = restore_property(
+            runtime.database,
+            org_id=org_id(),
+            record=record,
+            parent_id=entity.parent_id,
+            prop=event.property,
+            value=event.old_value,
+            restored_from=body["event_id"],
+            actor=body["actor"],
+            ip_address=request.remote_addr,
+            now=datetime.now(UTC),
+        )
+    except RecordDeleted as exc:  # checked on the row the write locked
+        reject(UnprocessableEntity, exc.code, str(exc))
+    except RestoreSuperseded as exc:
+        reject(Conflict, exc.code, f"{exc}; nothing was recorded")
     response = jsonify(event=restored)
     response.status_code = 200 if restored is None else 201
     return response
 
 
-@blp.route("/sources/<source_id>/notifications/<path:notification_id>", methods=["GET"])
+@blp.route(
+    "/sources/<source_id>/notifications/<path:notification_id>",
+    methods=["GET"],
+    merge_slashes=False,
+)
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, NotificationStatusSchema)
 @blp.errors(400, 401, 404)

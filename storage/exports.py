@@ -1,11 +1,17 @@
-"""Export rows: created by the API, advanced by the worker, expired by beat."""
+"""Export rows: created by the API, advanced by the worker, expired by beat.
+
+``queued`` and ``running`` are the only states an export leaves: every move out of them is
+an UPDATE conditional on the status (``transition``), so of two builders, or a build and
+a late failure, only the first moves the export and a ``succeeded`` one stays succeeded.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.credentials import new_id
@@ -13,6 +19,8 @@ from storage.models import Export
 from storage.queries import EventFilter, latest_event_id
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, EXPIRED = "queued", "running", "succeeded", "failed", "expired"
+#: The states a build may still move an export out of.
+ACTIVE = (QUEUED, RUNNING)
 
 
 def create_export(
@@ -51,7 +59,39 @@ def list_exports(session: Session, org_id: str) -> list[Export]:
 
 
 def set_progress(session: Session, export_id: str, **values: Any) -> None:
+    """Unconditional: for columns no state depends on (the sweeper's heartbeat)."""
     session.execute(update(Export).where(Export.id == export_id).values(**values))
+
+
+def transition(
+    session: Session, export_id: str, from_statuses: Collection[str], **values: Any
+) -> bool:
+    """Set ``values`` only if the export's status is one of ``from_statuses``; whether it was.
+
+    The condition is in the UPDATE itself: on PostgreSQL a second writer waits for the
+    first's commit and then re-checks the row, on SQLite writers are serialised, so of
+    two racing moves exactly one happens.
+    """
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Export)
+            .where(Export.id == export_id, Export.status.in_(list(from_statuses)))
+            .values(**values)
+        ),
+    )
+    return result.rowcount == 1
+
+
+def status_at(export: Export, now: datetime) -> str:
+    """The status as clients see it: a succeeded export past ``expires_at`` is expired.
+
+    Beat deletes the files of such exports and stores ``expired`` on its next sweep; until
+    then the export is already expired for every reader.
+    """
+    if export.status == SUCCEEDED and export.expires_at is not None and export.expires_at <= now:
+        return EXPIRED
+    return export.status
 
 
 def stalled(session: Session, now: datetime, silent_for: timedelta) -> list[str]:

@@ -12,7 +12,6 @@ organisation, and every filter is served by an index on PostgreSQL:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,12 +21,15 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from storage.catalog import RELATIONSHIPS, label_of
-from storage.models import Edge, Entity, Event, EventSubject
-from storage.timefmt import rfc3339
+from storage.history import EdgeBaseline, clock_key
+from storage.models import Edge, Entity, Event, EventSubject, Notification
+from storage.timefmt import from_micros, rfc3339
 
 events: Table = Event.__table__  # type: ignore[assignment]
 event_subjects: Table = EventSubject.__table__  # type: ignore[assignment]
 edges: Table = Edge.__table__  # type: ignore[assignment]
+entities: Table = Entity.__table__  # type: ignore[assignment]
+notifications: Table = Notification.__table__  # type: ignore[assignment]
 
 EVENT_ID_PREFIX = "evt_"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -250,12 +252,84 @@ def relationships_of(
 
 def record_log(
     session: Session, org_id: str, entity_type: str, entity_id: str, until: datetime
-) -> Sequence[Row[Any]]:
-    """Every event concerning a record with ``occurred_at <= until``, oldest first."""
+) -> list[Any]:
+    """What rebuilds a record up to ``until`` (``storage.history.state_as_of``), in clock order.
+
+    Every event concerning the record with ``occurred_at <= until``, each with its
+    notification's ``sequence`` (the second half of its clock), and the baselines of the
+    records at the far ends of its edges that set one of those edges without an event.
+    """
     flt = EventFilter(records=((entity_type, entity_id),))
     statement, time_column, id_column = _base(org_id, flt, session.get_bind().dialect.name)
-    statement = statement.where(time_column <= until).order_by(time_column, id_column)
-    return session.execute(statement).all()
+    sequence = (
+        select(notifications.c.sequence)
+        .where(notifications.c.pk == events.c.notification_pk)
+        .scalar_subquery()
+    )
+    statement = (
+        statement.add_columns(func.coalesce(sequence, 0).label("sequence"))
+        .where(time_column <= until)
+        .order_by(time_column, id_column)
+    )
+    entries: list[Any] = list(session.execute(statement).all())
+    entries.extend(edge_baselines(session, org_id, entity_type, entity_id, until))
+    return sorted(entries, key=clock_key)
+
+
+def edge_baselines(
+    session: Session, org_id: str, entity_type: str, entity_id: str, until: datetime
+) -> list[EdgeBaseline]:
+    """The far ends' baselines, no later than ``until``, that listed a relationship to the record.
+
+    A baseline sets every edge of a relationship it lists (present if it lists the record,
+    absent if not) and emits nothing; an edge it set has a row, so the far ends of the
+    record's edge rows (tombstones included) are the candidates.
+    """
+    # A record without a baseline holds SQL NULL or, once written back, JSON null.
+    json_type = "jsonb_typeof" if session.get_bind().dialect.name == "postgresql" else "json_type"
+    has_baseline = getattr(func, json_type)(entities.c.baseline) == "object"
+    found: list[EdgeBaseline] = []
+    for name, relationship in RELATIONSHIPS[entity_type].items():
+        if relationship.other is None:
+            continue
+        far_name = next(
+            (
+                far
+                for far, seen_from in RELATIONSHIPS[relationship.other].items()
+                if seen_from.kind == relationship.kind
+            ),
+            None,
+        )
+        if far_name is None:
+            continue  # the far type does not list this edge (a person's teams)
+        near_column = edges.c.a_id if relationship.side == "a" else edges.c.b_id
+        far_column = edges.c.b_id if relationship.side == "a" else edges.c.a_id
+        rows = session.execute(
+            select(entities.c.entity_id, entities.c.baseline)
+            .select_from(
+                edges.join(
+                    entities,
+                    (entities.c.org_id == edges.c.org_id)
+                    & (entities.c.entity_type == relationship.other)
+                    & (entities.c.entity_id == far_column),
+                )
+            )
+            .where(
+                edges.c.org_id == org_id,
+                edges.c.kind == relationship.kind,
+                near_column == entity_id,
+                has_baseline,
+            )
+        ).all()
+        for far_id, baseline in rows:
+            listed = (baseline.get("relationships") or {}).get(far_name)
+            moment = from_micros(int(baseline["clock"][0]))
+            if listed is None or moment > until:
+                continue
+            found.append(
+                EdgeBaseline(moment, int(baseline["clock"][1]), name, far_id, entity_id in listed)
+            )
+    return found
 
 
 def _neutralised(column: str) -> str:

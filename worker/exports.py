@@ -5,6 +5,12 @@ stays flat; ``rows_written`` and a heartbeat are committed about once a second f
 second session. The file is written under a temporary name and renamed only once
 complete: a crash leaves a ``.part`` file and an export that is retried or ``failed``,
 never a truncated file marked ``succeeded``.
+
+Two builds of one export can overlap (beat restarts an export whose heartbeat went quiet
+while its first build may still be running). Every status change is conditional
+(``storage.exports.transition``): the first build to finish wins, its file is renamed into
+place inside the transaction that marks it succeeded, and a build that finds the export
+no longer running stops, deletes its own ``.part`` file and never touches the winner's.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import csv
 import io
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -106,6 +111,10 @@ def csv_row(row: Any) -> list[str]:
     return [neutralised(cell) if cell else "" for cell in cells]
 
 
+class Superseded(Exception):
+    """Another build finished the export, or it failed, while this build was writing."""
+
+
 def build_export(
     database: Database,
     export_id: str,
@@ -113,29 +122,37 @@ def build_export(
     ttl_seconds: int,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> str:
-    """Write the export's CSV and mark it succeeded; return its final status."""
+    """Write the export's CSV and mark it succeeded; return its final status.
+
+    A build that finds the export already moved on (succeeded, failed, expired), at the
+    start, during its rows or at the end, changes nothing and returns the status found.
+    """
     with database.unit_of_work(write=True) as session:
         export = session.get(Export, export_id)
-        if export is None or export.status not in (exports.QUEUED, exports.RUNNING):
+        if export is None or export.status not in exports.ACTIVE:
             return export.status if export is not None else "missing"
         flt = EventFilter.from_json(export.query)
         org_id, max_event_id = export.org_id, export.max_event_id
         total = count_events(session, org_id, flt, max_event_id)
-        exports.set_progress(
+        started = clock()
+        claimed = exports.transition(
             session,
             export_id,
+            exports.ACTIVE,
             status=exports.RUNNING,
-            started_at=clock(),
-            heartbeat_at=clock(),
+            started_at=started,
+            heartbeat_at=started,
             rows_total=total,
             rows_written=0,
             error=None,
         )
         session.commit()
+    if not claimed:
+        return _status_of(database, export_id)
 
     export_dir.mkdir(parents=True, exist_ok=True)
     final = export_dir / f"{export_id}.csv"
-    partial = export_dir / f"{export_id}.{secrets.token_hex(4)}.part"
+    partial = export_dir / f"{export_id}.{secrets.token_hex(8)}.part"
     write_rows = _copy_rows if database.dialect == "postgresql" else _python_rows
     try:
         with open(partial, "wb") as handle:
@@ -143,26 +160,34 @@ def build_export(
             written = write_rows(database, handle, export_id, org_id, flt, max_event_id, clock)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, final)
-    except BaseException:
+        finished = clock()
+        with database.unit_of_work(write=True) as session:
+            won = exports.transition(
+                session,
+                export_id,
+                exports.ACTIVE,
+                status=exports.SUCCEEDED,
+                rows_written=written,
+                rows_total=written,
+                finished_at=finished,
+                heartbeat_at=finished,
+                expires_at=finished + timedelta(seconds=ttl_seconds),
+                file_path=str(final),
+            )
+            if won:  # the row stays locked until the commit: no other build gets here
+                os.replace(partial, final)
+                session.commit()
+    except Superseded:
+        won = False
+    finally:
         partial.unlink(missing_ok=True)
-        raise
+    return exports.SUCCEEDED if won else _status_of(database, export_id)
 
-    finished = clock()
-    with database.unit_of_work(write=True) as session:
-        exports.set_progress(
-            session,
-            export_id,
-            status=exports.SUCCEEDED,
-            rows_written=written,
-            rows_total=written,
-            finished_at=finished,
-            heartbeat_at=finished,
-            expires_at=finished + timedelta(seconds=ttl_seconds),
-            file_path=str(final),
-        )
-        session.commit()
-    return exports.SUCCEEDED
+
+def _status_of(database: Database, export_id: str) -> str:
+    with database.unit_of_work() as session:
+        export = session.get(Export, export_id)
+        return export.status if export is not None else "missing"
 
 
 class Progress:
@@ -175,11 +200,13 @@ class Progress:
         self.last_rows = 0
 
     def tick(self, written: int) -> None:
+        """Report when due; raise ``Superseded`` once the export is no longer running."""
         if (
             time.monotonic() - self.last >= PROGRESS_EVERY_SECONDS
             or written - self.last_rows >= PROGRESS_EVERY_ROWS
         ):
-            _report(self.database, self.export_id, written, self.clock())
+            if not _report(self.database, self.export_id, written, self.clock()):
+                raise Superseded(self.export_id)
             self.last, self.last_rows = time.monotonic(), written
 
 
@@ -213,10 +240,6 @@ def _python_rows(
     return written
 
 
-#: Every CSV row ends with its event id, which needs no quoting: counting these counts rows.
-ROW_END = re.compile(rb"evt_[0-9a-f]{16}\n")
-
-
 def _copy_rows(
     database: Database,
     handle: BinaryIO,
@@ -226,34 +249,47 @@ def _copy_rows(
     max_event_id: int | None,
     clock: Callable[[], datetime],
 ) -> int:
-    """PostgreSQL: the cells rendered by the server and streamed by COPY (storage.queries)."""
+    """PostgreSQL: the cells rendered by the server and streamed by COPY (storage.queries).
+
+    The server sends COPY's output as one message per row and libpq hands it over one row
+    at a time, so each chunk is one row, whatever its cells hold (a quoted newline, text
+    that looks like a row's end); the total is the server's own count (``COPY n``).
+    """
     progress = Progress(database, export_id, clock)
     written = 0
-    tail = b""
     with database.unit_of_work() as reader:
         query, params = csv_copy_query(reader, org_id, flt, max_event_id)
         cursor = reader.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(query, params) as copy:
-            for chunk in copy:
-                data = bytes(chunk)
-                handle.write(data)
-                window = tail + data
-                written += sum(1 for m in ROW_END.finditer(window) if m.end() > len(tail))
-                tail = window[-21:]
+            for row in copy:
+                handle.write(row)
+                written += 1
                 progress.tick(written)
+        if cursor.rowcount >= 0:
+            written = cursor.rowcount
     return written
 
 
-def _report(database: Database, export_id: str, written: int, now: datetime) -> None:
+def _report(database: Database, export_id: str, written: int, now: datetime) -> bool:
+    """Commit progress while the export is running; whether it still was."""
     with database.unit_of_work(write=True) as session:
-        exports.set_progress(session, export_id, rows_written=written, heartbeat_at=now)
+        running = exports.transition(
+            session, export_id, (exports.RUNNING,), rows_written=written, heartbeat_at=now
+        )
         session.commit()
+    return running
 
 
 def fail_export(database: Database, export_id: str, error: str, now: datetime) -> None:
+    """Mark a queued or running export failed; one that already ended keeps its status."""
     with database.unit_of_work(write=True) as session:
-        exports.set_progress(
-            session, export_id, status=exports.FAILED, error=error[:2000], finished_at=now
+        exports.transition(
+            session,
+            export_id,
+            exports.ACTIVE,
+            status=exports.FAILED,
+            error=error[:2000],
+            finished_at=now,
         )
         session.commit()
 

@@ -1,4 +1,10 @@
-"""Restore: a manual patch of one property, through the inbox, clocks and diff of any change."""
+"""Restore: a manual patch of one property, through the inbox, clocks and diff of any change.
+
+What a restore may do is decided inside its write transaction, on the record's row locked
+there, so that nothing committed between the API's checks and the write (a delete, a newer
+change) can be overridden: a deleted record is refused, a restore that a newer change to
+the property would win over is refused, and either refusal rolls everything back.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,32 @@ from typing import Any
 
 from sqlalchemy import select
 
+from storage import state
 from storage.db import Database
 from storage.inbox import QUEUED
 from storage.models import Event, Notification
 from storage.queries import event_document
-from storage.timefmt import rfc3339
-from worker.recorder import record_notifications
+from storage.timefmt import rfc3339, to_micros
+from worker.diff import NEVER, same_json
+from worker.recorder import entity_state, record_notifications, referenced_keys
+
+
+class RestoreRefused(Exception):
+    """The restore was not recorded; ``code`` is the API's error code."""
+
+    code = "restore_refused"
+
+
+class RecordDeleted(RestoreRefused):
+    """The record is deleted: a patch would bring it back, so nothing is restored."""
+
+    code = "record_deleted"
+
+
+class RestoreSuperseded(RestoreRefused):
+    """A change newer than the restore's clock already set the property (another value)."""
+
+    code = "restore_superseded"
 
 
 def restore_property(
@@ -31,7 +57,8 @@ def restore_property(
 ) -> dict[str, Any] | None:
     """Record the restore as a notification and apply it now; return its event, if any.
 
-    No event means the property already holds that value (or a newer change won).
+    None means the property already holds that value (the notification is recorded, no
+    event). Raises ``RecordDeleted`` or ``RestoreSuperseded`` having recorded nothing.
     """
     entity_type, entity_id = record
     payload: dict[str, Any] = {
@@ -48,6 +75,16 @@ def restore_property(
     if parent_id is not None:
         payload["parent"] = {"type": "app", "id": parent_id}
     with database.unit_of_work(write=True) as session:
+        # The rows the recorder locks, in its order: it finds them already held.
+        rows = state.lock_entities(session, org_id, {record}, referenced_keys(payload) - {record})
+        locked = next(r for r in rows if (r.entity_type, r.entity_id) == record)
+        current = entity_state(locked)
+        if locked.deleted:
+            raise RecordDeleted("the record is deleted; nothing to restore")
+        if not same_json(current.properties.get(prop), value):
+            newest = max(current.prop_clocks.get(prop, NEVER), current.snapshot_clock or NEVER)
+            if (to_micros(now), 0) <= newest:
+                raise RestoreSuperseded("a change newer than this restore already set the property")
         notification = Notification(
             org_id=org_id,
             source_id=None,

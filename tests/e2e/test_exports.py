@@ -199,6 +199,37 @@ class TestContent:
             "number": "'-7",
         }
 
+    def test_rows_written_counts_rows_whatever_the_cells_hold(
+        self, client, database, settings, publisher
+    ):
+        """A cell may hold what ends a row (an event id, then a newline) without ending one."""
+        tenant = make_tenant(database, settings)
+        lookalike = "evt_0123456789abcdef\n"
+        deliver(
+            client,
+            tenant,
+            publisher,
+            database,
+            [notification("person", "p1", properties={"name": "Ada"})]
+            + [
+                notification(
+                    "person",
+                    "p1",
+                    kind="patch",
+                    occurred_at=f"2026-11-25T1{i + 1}:00:00Z",
+                    properties={"note": lookalike * (i + 1), "title": f"{lookalike}{i}"},
+                )
+                for i in range(3)
+            ],
+        )
+        export = request_export(client, tenant, {})
+        build(database, settings, export["id"])
+        rows = download(client, tenant, export["id"])
+        assert len(rows) == 7
+        assert rows[0]["new_value"] == lookalike + "2"
+        status = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        assert (status["rows_written"], status["rows_total"]) == (7, 7)
+
 
 class TestLifecycle:
     def test_before_success_409_then_key_and_link_work(
@@ -260,6 +291,29 @@ class TestLifecycle:
             == 410
         )
         assert not list(settings.export_dir.glob(f"{export['id']}*"))
+
+    def test_past_expires_at_it_is_expired_and_410_before_any_sweep(
+        self, client, tenant, database, settings
+    ):
+        export = request_export(client, tenant, {})
+        long_ago = datetime.now(UTC) - timedelta(seconds=settings.export_ttl_seconds + 60)
+        built = build_export(
+            database,
+            export["id"],
+            settings.export_dir,
+            settings.export_ttl_seconds,
+            clock=lambda: long_ago,
+        )
+        assert built == "succeeded"
+        status = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        assert (status["status"], status["download_url"]) == ("expired", None)
+        listed = client.get("/v1/exports", headers=auth(tenant)).json["exports"]
+        assert [e["status"] for e in listed] == ["expired"]
+        path = f"/v1/exports/{export['id']}/download"
+        assert fetch(client, path, headers=auth(tenant))[0] == 410
+        signer = URLSafeTimedSerializer(settings.secret_key, salt="auditlog.export-link.v1")
+        token = signer.dumps({"export": export["id"], "org": tenant.org_id})
+        assert fetch(client, path, query_string={"token": token})[0] == 410
 
     def test_another_organisations_export_is_404(self, client, tenant, database, settings):
         export = request_export(client, tenant, {})
