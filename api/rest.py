@@ -6,19 +6,29 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import flask_smorest
-from flask import Flask
+from flask import Flask, Request
 from marshmallow import Schema, ValidationError
-from webargs.flaskparser import FlaskParser
+from webargs.core import missing
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import BadRequest, UnprocessableEntity
 
 from api.errors import reject
 from api.schemas import ErrorSchema
+from ingest.body import BodyRejected, ValuesRefused, parse_body
 
 UNKNOWN_FIELD = "Unknown field."
 
 
 class ArgumentsParser(FlaskParser):
-    """Unknown parameters are a 400, malformed values a 422, both in the one error shape."""
+    """Unknown parameters are a 400, malformed values a 422, both in the one error shape.
+
+    A JSON body is read by the webhook's strict decoder (``ingest.body``), for every
+    endpoint that takes one: 400 ``invalid_json`` for a body that is not UTF-8 JSON (a
+    duplicate key, ``NaN``, nesting deeper than 32 and nesting bombs included), 422
+    ``validation_failed`` with each field's path for numbers that are not I-JSON and
+    strings or keys with a lone surrogate. webargs' own loading would let a 5,000-digit
+    integer or 200,000 nested ``[`` escape as a 500, and keep values no store can hold.
+    """
 
     # Let each schema's own ``unknown = RAISE`` decide, for query strings too.
     DEFAULT_UNKNOWN_BY_LOCATION: dict[str, str | None] = {
@@ -26,6 +36,21 @@ class ArgumentsParser(FlaskParser):
         "query": None,
         "querystring": None,
     }
+
+    def load_json(self, req: Request, schema: Schema) -> Any:
+        """The body's document; ``missing`` without a JSON content type or without a body
+        (as webargs answers, so the schema's own required fields decide)."""
+        if not is_json_request(req):
+            return missing
+        body = req.get_data(cache=True)
+        if not body:
+            return missing
+        try:
+            return parse_body(body)
+        except ValuesRefused as exc:
+            reject(UnprocessableEntity, "validation_failed", exc.message, exc.details())
+        except BodyRejected as exc:
+            reject(BadRequest, "invalid_json", exc.message)
 
     def handle_error(
         self,
@@ -44,7 +69,12 @@ class ArgumentsParser(FlaskParser):
         if not isinstance(details, dict):
             details = {"_schema": details}
         unknown = sorted(name for name, found in details.items() if found == [UNKNOWN_FIELD])
-        if unknown and len(unknown) == len(details):
+        # A schema may say that its unknown fields are invalid values too (422).
+        if (
+            unknown
+            and len(unknown) == len(details)
+            and not getattr(schema, "unknown_is_invalid", False)
+        ):
             reject(
                 BadRequest, "unknown_parameter", f"unknown parameter: {', '.join(unknown)}", details
             )

@@ -42,17 +42,27 @@ class EventTypeList(fields.Field):
 
 
 class NetworkField(fields.Field):
-    """An IPv4 or IPv6 address or CIDR network; an address is its own /32 or /128."""
+    """An IPv4 or IPv6 address or CIDR network; an address is its own /32 or /128.
 
-    default_error_messages = {"invalid": "Not an IP address or CIDR network."}
+    A zone index (``fe80::1%eth0``) is refused as the notification's ``ip_address`` refuses
+    it: no recorded address has one, and PostgreSQL's ``cidr`` cannot hold one.
+    """
+
+    default_error_messages = {
+        "invalid": "Not an IP address or CIDR network.",
+        "zone": "An IP address with a zone index is not allowed.",
+    }
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, str):
             raise self.make_error("invalid")
         try:
-            return ipaddress.ip_network(value.strip(), strict=False)
+            network = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
             raise self.make_error("invalid") from None
+        if getattr(network.network_address, "scope_id", None) is not None:
+            raise self.make_error("zone")
+        return network
 
 
 class LogFiltersSchema(Schema):

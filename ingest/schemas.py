@@ -22,6 +22,7 @@ from marshmallow import (
 )
 from marshmallow.validate import Equal, Length, OneOf, Range
 
+from ingest.body import MAX_EXACT_INTEGER
 from storage.catalog import (
     ACTIONS,
     ACTOR_TYPES,
@@ -38,7 +39,8 @@ MAX_PROPERTY_KEY = 200
 MAX_PROPERTY_VALUE_BYTES = 16 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
 MAX_RELATIONSHIP_IDS = 10_000
-MAX_SEQUENCE = 2**63 - 1
+#: I-JSON's integer range (RFC 7493): ingest.body refuses larger integers while decoding.
+MAX_SEQUENCE = MAX_EXACT_INTEGER
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -66,6 +68,22 @@ class Rfc3339DateTime(fields.Field):
             return parsed.astimezone(UTC)
         except OverflowError:
             raise self.make_error("invalid") from None
+
+
+class UnscopedIP(fields.IP):
+    """An IPv4 or IPv6 address without a zone index (``fe80::1%eth0``).
+
+    A zone names a network interface of the sender's own host: it means nothing here, and
+    PostgreSQL's ``inet`` (where the worker records the address) cannot hold one.
+    """
+
+    default_error_messages = {"zone": "An IP address with a zone index is not allowed."}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        address = super()._deserialize(value, attr, data, **kwargs)
+        if getattr(address, "scope_id", None) is not None:
+            raise self.make_error("zone")
+        return address
 
 
 def contains_nul(value: Any) -> bool:
@@ -126,7 +144,7 @@ class NotificationSchema(Schema):
     sequence = fields.Integer(strict=True, load_default=0, validate=Range(0, MAX_SEQUENCE))
     origin = fields.String(load_default="api", validate=OneOf(ORIGINS))
     actor = fields.Nested(ActorSchema)
-    ip_address = fields.IP()
+    ip_address = UnscopedIP()
     # JSON object keys are always strings: no per-key field is needed (it costs per key).
     properties = fields.Dict()
     relationships = fields.Dict()

@@ -27,7 +27,7 @@ from werkzeug.exceptions import (
 from api.context import services
 from api.errors import reject
 from api.rest import Blueprint
-from ingest.body import BodyRejected, decode_body, parse_text
+from ingest.body import BodyRejected, ValuesRefused, decode_body, parse_text
 from ingest.schemas import (
     WebhookAcceptedSchema,
     notification_schema,
@@ -89,20 +89,28 @@ def receive_webhook(source_id: str) -> Any:
     if source is None:
         reject(NotFound, "not_found", "no such webhook source")
 
+    body = read_body(settings.max_body_bytes)
     try:
-        # Decoded once: the signature, the parser and the U+0000 test all read the text.
-        text = decode_body(read_body(settings.max_body_bytes))
-    except BodyRejected:
-        reject(BadRequest, "invalid_json", "the body is not UTF-8")
-    try:
+        # Over the bytes as received: nothing is decoded before the sender is known.
         webhook_id = verify_signature(
-            source.secret, text, request.headers, settings.webhook_tolerance_seconds
+            source.secret, body, request.headers, settings.webhook_tolerance_seconds
         )
     except SignatureRejected as exc:
         reject(Unauthorized, "invalid_signature", str(exc))
 
     try:
+        # Decoded once: the parser and the U+0000 test both read the text.
+        text = decode_body(body)
         document = parse_text(text)
+    except ValuesRefused as exc:
+        # Well-formed JSON holding values no store can keep: a validation failure, keyed
+        # by field path (by index in a batch) like the notifications' own 422s.
+        reject(
+            UnprocessableEntity,
+            "validation_failed",
+            exc.message,
+            exc.details(envelope="notifications"),
+        )
     except BodyRejected as exc:
         reject(BadRequest, exc.code, exc.message)
 

@@ -28,7 +28,11 @@ def ip_in_network(address: str | None, network: str) -> int:
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """WAL, a busy timeout, and explicit BEGINs so that writers can take the lock up front.
+    """WAL, full syncs, a busy timeout, and explicit BEGINs so that writers take the lock first.
+
+    ``synchronous=FULL`` on every connection: in WAL mode ``NORMAL`` syncs the log only at
+    checkpoints, so a commit (the inbox's, before its 202) could be lost with the power;
+    ``FULL`` syncs the log at every commit, which is what makes a 202 durable.
 
     pysqlite's own transaction handling is switched off (the SQLAlchemy recipe for
     "Serializable isolation / Savepoints / Transactional DDL"); a unit of work opened with
@@ -42,7 +46,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
         dbapi_connection.create_function("auditlog_ip_in", 2, ip_in_network, deterministic=True)

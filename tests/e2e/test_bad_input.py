@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from storage.models import Notification
-from tests.factories import make_tenant, notification, post_signed, signed_headers
+from tests.factories import make_tenant, notification, post_signed
+from tests.unit.test_signature import raw_signed_headers
 
 
 @pytest.fixture
@@ -41,6 +42,8 @@ BAD_BODIES: dict[str, Any] = {
     "an invalid IPv4": notification(ip_address="256.0.0.1"),
     "an invalid IPv6": notification(ip_address="2001:db8::g"),
     "an IP with a prefix": notification(ip_address="10.0.0.0/8"),
+    "an IPv6 zone index": notification(ip_address="fe80::1%eth0"),
+    "an IPv4-mapped IPv6 with a zone index": notification(ip_address="::ffff:10.0.0.1%2"),
     "an unknown entity type": notification(entity={"type": "robot", "id": "r1"}),
     "an unknown kind": notification(kind="upsert"),
     "a NUL in a key": notification(properties={"a\u0000": 1}),
@@ -66,19 +69,23 @@ class TestKnownBadBodies:
         ],
     )
     def test_raw_bodies_signed_correctly_are_still_refused(self, client, tenant, database, body):
-        headers = signed_headers(tenant.secret, body.decode("utf-8", "replace").encode())
-        headers = signed_headers(tenant.secret, body) if _is_utf8(body) else headers
+        headers = raw_signed_headers(tenant.secret, body)
         response = client.post(f"/v1/webhooks/{tenant.source_id}", data=body, headers=headers)
-        assert response.status_code == 400
+        assert response.status_code == 400, response.json
         assert stored(database) == 0
 
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    @pytest.mark.parametrize(
+        "literal",
+        ['"\\ud800"', '"a\\udc00b"', "9007199254740992", "-" + "7" * 5000, "1e999", "-2E+400"],
+    )
+    def test_values_no_store_can_hold_are_422_and_nothing_stored(
+        self, client, tenant, database, literal
+    ):
+        text = json.dumps(notification(properties={"v": "@"})).replace('"@"', literal)
+        response = post_signed(client, tenant, text.encode())
+        assert response.status_code == 422, response.json
+        assert list(response.json["error"]["details"]) == ["properties"]
+        assert stored(database) == 0
 
 
 json_values = st.recursive(

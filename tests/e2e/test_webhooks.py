@@ -9,8 +9,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from ingest.body import NOT_A_FINITE_NUMBER, NOT_AN_EXACT_INTEGER, NOT_UNICODE, NOT_UNICODE_KEY
 from storage.models import Notification
 from tests.factories import make_tenant, notification, post_signed, signed_headers, unique
+from tests.unit.test_signature import raw_signed_headers
 
 
 @pytest.fixture
@@ -103,6 +105,33 @@ class TestSignatureVectors:
         headers["webhook-timestamp"] = "1e9"
         assert post_raw(client, tenant, body, headers).status_code == 401
 
+    def test_the_timestamp_is_verified_as_sent_not_re_formatted(self, client, tenant):
+        body = self.body()
+        padded = "0" + str(int(time.time()))
+        response = post_raw(client, tenant, body, raw_signed_headers(tenant.secret, body, padded))
+        assert response.status_code == 202, response.json
+
+    def test_a_signature_over_the_plain_timestamp_does_not_cover_a_padded_one(
+        self, client, tenant, database
+    ):
+        body = self.body()
+        headers = signed_headers(tenant.secret, body)
+        headers["webhook-timestamp"] = "0" + headers["webhook-timestamp"]
+        response = post_raw(client, tenant, body, headers)
+        assert response.status_code == 401
+        assert response.json["error"]["message"] == "no signature matches"
+        assert stored_count(database) == 0
+
+    @pytest.mark.parametrize("template", ["+{}", " {}", "{} ", "{}.0", "-{}"])
+    def test_a_timestamp_that_is_not_a_plain_integer_is_refused_even_signed_as_sent(
+        self, client, tenant, template
+    ):
+        body = self.body()
+        value = template.format(int(time.time()))
+        response = post_raw(client, tenant, body, raw_signed_headers(tenant.secret, body, value))
+        assert response.status_code == 401
+        assert "webhook-timestamp" in response.json["error"]["message"]
+
 
 class TestIdempotency:
     def test_the_same_notification_three_times_is_stored_once(self, client, tenant, database):
@@ -191,7 +220,13 @@ class TestRejections:
         self.assert_error(post_signed(client, tenant, b'{"kind": '), 400, "invalid_json")
         assert stored_count(database) == 0
 
-    def test_invalid_utf8_is_400(self, client, tenant):
+    def test_invalid_utf8_signed_over_its_bytes_is_400(self, client, tenant, database):
+        body = b'{"kind": "\xff"}'
+        response = post_raw(client, tenant, body, raw_signed_headers(tenant.secret, body))
+        self.assert_error(response, 400, "invalid_json")
+        assert stored_count(database) == 0
+
+    def test_invalid_utf8_with_a_wrong_signature_is_401(self, client, tenant):
         body = b'{"kind": "\xff"}'
         headers = {
             "webhook-id": "m",
@@ -199,7 +234,12 @@ class TestRejections:
             "webhook-signature": "v1,AAAA",
             "Content-Type": "application/json",
         }
-        self.assert_error(post_raw(client, tenant, body, headers), 400, "invalid_json")
+        self.assert_error(post_raw(client, tenant, body, headers), 401, "invalid_signature")
+
+    def test_invalid_utf8_without_a_signature_is_401(self, client, tenant):
+        headers = {"Content-Type": "application/json"}
+        response = post_raw(client, tenant, b"\xff\xfe\x00", headers)
+        self.assert_error(response, 401, "invalid_signature")
 
     def test_a_hundred_thousand_nested_arrays_are_400(self, client, tenant):
         self.assert_error(post_signed(client, tenant, b"[" * 100_000), 400, "nesting_too_deep")
@@ -315,6 +355,8 @@ class TestNotificationValidation:
             ({"sequence": "3"}, "sequence"),
             ({"origin": "fax"}, "origin"),
             ({"ip_address": "300.1.1.1"}, "ip_address"),
+            ({"ip_address": "fe80::1%eth0"}, "ip_address"),
+            ({"ip_address": "fe80::1%1"}, "ip_address"),
             ({"actor": {"type": "user"}}, "actor"),
             ({"actor": {"type": "robot", "id": "r"}}, "actor"),
             ({"id": "x" * 201}, "id"),
@@ -406,3 +448,95 @@ class TestNotificationValidation:
         response = post_signed(client, tenant, {"notifications": batch})
         assert response.status_code == 202, response.json
         assert response.json["accepted"] == len(batch)
+
+
+def with_raw(document: dict, **literals: str) -> bytes:
+    """``document`` as JSON, each string ``"@name"`` replaced by the raw JSON given as ``name``:
+    how to send JSON (``1e999``, 5,000 digits, ``"\\ud800"``) that json.dumps cannot write."""
+    text = json.dumps(document)
+    for name, literal in literals.items():
+        assert f'"@{name}"' in text
+        text = text.replace(f'"@{name}"', literal)
+    return text.encode()
+
+
+class TestValuesNoStoreCanHold:
+    """Refused at the door with 422 and the field's path, on SQLite and PostgreSQL alike."""
+
+    @pytest.mark.parametrize(
+        "literal, message",
+        [
+            ("9007199254740992", NOT_AN_EXACT_INTEGER),
+            ("-9007199254740992", NOT_AN_EXACT_INTEGER),
+            ("9" * 5000, NOT_AN_EXACT_INTEGER),
+            ("1e999", NOT_A_FINITE_NUMBER),
+            ('"Ada \\ud800"', NOT_UNICODE),
+            ('"\\udfff"', NOT_UNICODE),
+        ],
+    )
+    def test_a_property_value_is_refused_at_its_path(
+        self, client, tenant, database, literal, message
+    ):
+        body = with_raw(notification(properties={"name": "Ada", "bad": "@bad"}), bad=literal)
+        response = post_signed(client, tenant, body)
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["code"] == "validation_failed"
+        assert response.json["error"]["details"] == {"properties": {"bad": [message]}}
+        assert stored_count(database) == 0
+
+    def test_a_lone_surrogate_in_a_key_is_refused_at_that_key(self, client, tenant, database):
+        body = json.dumps(notification(properties={"@k": 1})).replace('"@k"', '"k\\ud800"')
+        response = post_signed(client, tenant, body.encode())
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"] == {"properties": {"k\\ud800": [NOT_UNICODE_KEY]}}
+        assert stored_count(database) == 0
+
+    @pytest.mark.parametrize(
+        "fields, path",
+        [
+            ({"id": "@bad"}, {"id": [NOT_UNICODE]}),
+            ({"entity": {"type": "person", "id": "@bad"}}, {"entity": {"id": [NOT_UNICODE]}}),
+            (
+                {"relationships": {"apps": ["a1", "@bad"]}},
+                {"relationships": {"apps": {"1": [NOT_UNICODE]}}},
+            ),
+            (
+                {"actor": {"type": "user", "id": "p1", "name": "@bad"}},
+                {"actor": {"name": [NOT_UNICODE]}},
+            ),
+        ],
+    )
+    def test_a_lone_surrogate_anywhere_is_refused(self, client, tenant, database, fields, path):
+        body = with_raw(notification(**fields), bad='"x\\udbff"')
+        response = post_signed(client, tenant, body)
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"] == path
+        assert stored_count(database) == 0
+
+    @pytest.mark.parametrize("literal", ["9007199254740992", "9" * 5000])
+    def test_a_sequence_past_the_i_json_range_is_refused(self, client, tenant, database, literal):
+        response = post_signed(client, tenant, with_raw(notification(sequence="@s"), s=literal))
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"] == {"sequence": [NOT_AN_EXACT_INTEGER]}
+        assert stored_count(database) == 0
+
+    def test_the_largest_i_json_sequence_is_accepted(self, client, tenant):
+        response = post_signed(client, tenant, notification(sequence=2**53 - 1))
+        assert response.status_code == 202, response.json
+
+    def test_a_batch_is_keyed_by_the_index_of_the_notification(self, client, tenant, database):
+        batch = {"notifications": [notification(), notification(properties={"n": "@n"})]}
+        response = post_signed(client, tenant, with_raw(batch, n="-1e400"))
+        assert response.status_code == 422, response.json
+        assert response.json["error"]["details"] == {
+            "1": {"properties": {"n": [NOT_A_FINITE_NUMBER]}}
+        }
+        assert stored_count(database) == 0
+
+    def test_a_surrogate_pair_is_an_ordinary_character(self, client, tenant, database):
+        body = with_raw(notification(properties={"name": "@n"}), n='"Ada \\ud83d\\ude00"')
+        response = post_signed(client, tenant, body)
+        assert response.status_code == 202, response.json
+        with database.unit_of_work() as session:
+            payload = session.scalar(select(Notification.payload))
+        assert payload["properties"]["name"] == "Ada \U0001f600"
