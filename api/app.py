@@ -1,16 +1,19 @@
-"""The app factory: webhook receiver and read API in one Flask app."""
+"""The app factory: webhook receiver, read API and console in one Flask app."""
 
 from __future__ import annotations
 
 from flask import Flask
 
+from api.console.access import configure_sessions
+from api.console.links import blp as console_sessions_blueprint
+from api.console.views import blueprint as console_blueprint
 from api.errors import register_error_handlers
 from api.exports import blp as exports_blueprint
 from api.limits import install_limits
 from api.logs import blp as logs_blueprint
 from api.rest import create_api
+from api.webhooks import blueprint as webhooks_blueprint
 from ingest.schemas import NotificationBatchSchema, NotificationSchema
-from ingest.webhooks import blueprint as webhooks_blueprint
 from storage.db import Database
 from storage.runtime import Publish, Services, StartExport
 from storage.settings import Settings
@@ -41,7 +44,16 @@ def create_app(
     api.register_blueprint(webhooks_blueprint)
     api.register_blueprint(logs_blueprint)
     api.register_blueprint(exports_blueprint)
-    install_limits(app, settings, webhooks_blueprint, [logs_blueprint, exports_blueprint])
+    api.register_blueprint(console_sessions_blueprint)
+    # The console's pages are HTML for people, not part of the OpenAPI document.
+    app.register_blueprint(console_blueprint)
+    configure_sessions(app, settings.secret_key)
+    install_limits(
+        app,
+        settings,
+        webhooks_blueprint,
+        [logs_blueprint, exports_blueprint, console_sessions_blueprint],
+    )
     # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
     return app

@@ -31,7 +31,7 @@ from bench.data import fill_events
 from bench.load import Target, hammer, person_snapshot, signed_request
 from bench.services import BenchDatabase, Process, celery_worker, gunicorn
 from ingest.schemas import NotificationSchema
-from ingest.webhooks import validate_notifications
+from ingest.notifications import validate_notifications
 from storage import accounts, inbox
 from storage.credentials import SecretBox
 from storage.db import Database

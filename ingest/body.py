@@ -1,6 +1,6 @@
 """The one strict JSON decoder of every request body the service takes.
 
-The webhook (``ingest.webhooks``) and every JSON endpoint of the API (through
+The webhook (``api.webhooks``) and every JSON endpoint of the API (through
 ``api.rest.ArgumentsParser``: ``POST /v1/exports``, restore, any later one) decode with
 ``parse_body`` / ``parse_text``, so a body is refused the same way wherever it is sent, and
 nothing a parser can raise escapes as a 500. There are two kinds of refusal:

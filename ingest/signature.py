@@ -25,8 +25,6 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from werkzeug.datastructures import Headers
-
 #: Unix seconds as ASCII digits, matched against the whole header (``fullmatch``: no newline).
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
 SECRET_PREFIX = "whsec_"
@@ -65,7 +63,7 @@ def expected_signature(secret: str, msg_id: str, timestamp: str, body: bytes) ->
 def verify_signature(
     secret: str,
     body: bytes,
-    headers: Mapping[str, str] | Headers,
+    headers: Mapping[str, str],
     tolerance_seconds: int,
     now: datetime | None = None,
 ) -> str:

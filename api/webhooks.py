@@ -1,4 +1,4 @@
-"""``POST /v1/webhooks/<source_id>``: signed notifications into the durable inbox (CONTRACT §3).
+"""``POST /v1/webhooks/<source_id>``: signed notifications into the durable inbox.
 
 A 202 means every new notification of the request is committed in one transaction; the
 queue message (one per request) is published after that commit. If publishing fails the
@@ -8,13 +8,10 @@ request still succeeds: the beat sweeper re-publishes notifications left queued.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import jsonify, request
-from marshmallow import ValidationError
 from werkzeug.exceptions import (
     BadRequest,
     NotFound,
@@ -28,21 +25,19 @@ from api.context import services
 from api.errors import reject
 from api.rest import Blueprint
 from ingest.body import BodyRejected, ValuesRefused, decode_body, parse_text
-from ingest.schemas import (
-    WebhookAcceptedSchema,
-    notification_schema,
-    nul_free_notification_schema,
-    webhook_body_schema,
+from ingest.notifications import (
+    NotificationsInvalid,
+    ShapeRejected,
+    known_sources,
+    validate_notifications,
 )
+from ingest.schemas import WebhookAcceptedSchema
 from ingest.signature import SignatureRejected, verify_signature
 from storage import inbox
-from storage.credentials import SecretBox
-from storage.inbox import IncomingNotification
-from storage.models import Source
-from storage.runtime import Services
-from storage.timefmt import rfc3339
 
 log = logging.getLogger(__name__)
+
+SIGNATURE_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 blueprint = Blueprint("webhooks", __name__, description="Signed entity-change notifications")
 
@@ -52,7 +47,7 @@ blueprint = Blueprint("webhooks", __name__, description="Signed entity-change no
     security=[],
     parameters=[
         {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
-        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+        for name in SIGNATURE_HEADERS
     ],
     requestBody={
         "required": True,
@@ -92,8 +87,9 @@ def receive_webhook(source_id: str) -> Any:
     body = read_body(settings.max_body_bytes)
     try:
         # Over the bytes as received: nothing is decoded before the sender is known.
+        signed = {name: value for name in SIGNATURE_HEADERS if (value := request.headers.get(name))}
         webhook_id = verify_signature(
-            source.secret, body, request.headers, settings.webhook_tolerance_seconds
+            source.secret, body, signed, settings.webhook_tolerance_seconds
         )
     except SignatureRejected as exc:
         reject(Unauthorized, "invalid_signature", str(exc))
@@ -114,7 +110,12 @@ def receive_webhook(source_id: str) -> Any:
     except BodyRejected as exc:
         reject(BadRequest, exc.code, exc.message)
 
-    incoming = validate_notifications(document, webhook_id, nul_possible="\\u0000" in text)
+    try:
+        incoming = validate_notifications(document, webhook_id, nul_possible="\\u0000" in text)
+    except ShapeRejected as exc:
+        reject(BadRequest, "invalid_shape", exc.message, exc.details)
+    except NotificationsInvalid as exc:
+        reject(UnprocessableEntity, "validation_failed", exc.message, exc.details)
     with runtime.database.unit_of_work(write=True) as session:
         receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
         session.commit()
@@ -138,44 +139,6 @@ def receive_webhook(source_id: str) -> Any:
     return response
 
 
-@dataclass(frozen=True)
-class KnownSource:
-    id: str
-    org_id: str
-    secret: str
-
-
-class SourceCache:
-    """Sources by id, kept for a minute per process: a sender's every request would
-    otherwise pay a database round trip and a decryption before its signature is checked.
-    Sources are never changed once created, so a minute of staleness cannot admit a
-    request that a fresh read would refuse (an unknown id is not cached)."""
-
-    TTL_SECONDS = 60.0
-
-    def __init__(self) -> None:
-        self._found: dict[tuple[str, str], tuple[float, KnownSource]] = {}
-
-    def get(self, runtime: Services, source_id: str) -> KnownSource | None:
-        key = (runtime.database.url, source_id)
-        cached = self._found.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.TTL_SECONDS:
-            return cached[1]
-        with runtime.database.unit_of_work() as session:
-            row = session.get(Source, source_id)
-        if row is None:
-            return None
-        secret = SecretBox(runtime.settings.secret_key).open(row.secret_encrypted)
-        known = KnownSource(row.id, row.org_id, secret)
-        if len(self._found) > 10_000:
-            self._found.clear()
-        self._found[key] = (time.monotonic(), known)
-        return known
-
-
-known_sources = SourceCache()
-
-
 def read_body(limit: int) -> bytes:
     """The raw body, refusing more than ``limit`` bytes before reading them all.
 
@@ -197,58 +160,3 @@ def read_body(limit: int) -> bytes:
                 RequestEntityTooLarge, "body_too_large", f"the body is larger than {limit} bytes"
             )
     return b"".join(chunks)
-
-
-def validate_notifications(
-    document: Any, webhook_id: str, nul_possible: bool = True
-) -> list[IncomingNotification]:
-    """Every notification of the body, validated; 400 for a wrong shape, 422 for a bad field.
-
-    ``nul_possible=False`` (the raw body holds no ``\\u0000`` escape) skips the U+0000 walk.
-    """
-    schema = notification_schema if nul_possible else nul_free_notification_schema
-    if not isinstance(document, dict):
-        reject(BadRequest, "invalid_shape", "the body must be a JSON object")
-    if "notifications" in document:
-        try:
-            items = webhook_body_schema.load(document)["notifications"]
-        except ValidationError as exc:
-            reject(BadRequest, "invalid_shape", "the batch envelope is malformed", exc.messages)
-        batch = True
-    else:
-        items = [document]
-        batch = False
-
-    loaded: list[dict[str, Any]] = []
-    errors: dict[str, Any] = {}
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            errors[str(index)] = {"_schema": ["A notification must be a JSON object."]}
-            continue
-        try:
-            loaded.append(schema.load(item))
-        except ValidationError as exc:
-            errors[str(index)] = exc.messages
-    if errors:
-        details = errors if batch else errors["0"]
-        reject(UnprocessableEntity, "validation_failed", "a notification is invalid", details)
-
-    return [
-        IncomingNotification(
-            external_id=item.get("id") or f"{webhook_id}:{index}",
-            kind=item["kind"],
-            entity_type=item["entity"]["type"],
-            entity_id=item["entity"]["id"],
-            occurred_at=item["occurred_at"],
-            sequence=item["sequence"],
-            payload=stored_payload(item),
-        )
-        for index, item in enumerate(loaded)
-    ]
-
-
-def stored_payload(item: dict[str, Any]) -> dict[str, Any]:
-    """The normalised notification as the worker will read it back (JSON only)."""
-    payload = dict(item)
-    payload["occurred_at"] = rfc3339(item["occurred_at"])
-    return payload

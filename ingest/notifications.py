@@ -1,0 +1,138 @@
+"""From a verified, decoded webhook body to the notifications the inbox stores.
+
+No web framework here: the view (``api.webhooks``) reads the request, calls these, and turns
+their exceptions into the API's error responses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+
+from ingest.schemas import (
+    notification_schema,
+    nul_free_notification_schema,
+    webhook_body_schema,
+)
+from storage.credentials import SecretBox
+from storage.inbox import IncomingNotification
+from storage.models import Source
+from storage.runtime import Services
+from storage.timefmt import rfc3339
+
+
+class ShapeRejected(Exception):
+    """The body is not a notification nor a batch envelope."""
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class NotificationsInvalid(Exception):
+    """A notification fails validation; nothing of the request may be stored."""
+
+    def __init__(self, message: str, details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True)
+class KnownSource:
+    id: str
+    org_id: str
+    secret: str
+
+
+class SourceCache:
+    """Sources by id, kept for a minute per process: a sender's every request would
+    otherwise pay a database round trip and a decryption before its signature is checked.
+    Sources are never changed once created, so a minute of staleness cannot admit a
+    request that a fresh read would refuse (an unknown id is not cached)."""
+
+    TTL_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], tuple[float, KnownSource]] = {}
+
+    def get(self, runtime: Services, source_id: str) -> KnownSource | None:
+        key = (runtime.database.url, source_id)
+        cached = self._found.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.TTL_SECONDS:
+            return cached[1]
+        with runtime.database.unit_of_work() as session:
+            row = session.get(Source, source_id)
+        if row is None:
+            return None
+        secret = SecretBox(runtime.settings.secret_key).open(row.secret_encrypted)
+        known = KnownSource(row.id, row.org_id, secret)
+        if len(self._found) > 10_000:
+            self._found.clear()
+        self._found[key] = (time.monotonic(), known)
+        return known
+
+
+known_sources = SourceCache()
+
+
+def validate_notifications(
+    document: Any, webhook_id: str, nul_possible: bool = True
+) -> list[IncomingNotification]:
+    """Every notification of the body, validated, as the inbox stores it.
+
+    Raises ``ShapeRejected`` for a body of the wrong shape (the API answers 400) and
+    ``NotificationsInvalid`` for a notification that fails validation (422), with details
+    keyed by field and, in a batch, by index. ``nul_possible=False`` (the raw body holds no
+    ``\\u0000`` escape) skips the U+0000 walk.
+    """
+    schema = notification_schema if nul_possible else nul_free_notification_schema
+    if not isinstance(document, dict):
+        raise ShapeRejected("the body must be a JSON object")
+    if "notifications" in document:
+        try:
+            items = webhook_body_schema.load(document)["notifications"]
+        except ValidationError as exc:
+            raise ShapeRejected("the batch envelope is malformed", exc.messages) from None
+        batch = True
+    else:
+        items = [document]
+        batch = False
+
+    loaded: list[dict[str, Any]] = []
+    errors: dict[str, Any] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors[str(index)] = {"_schema": ["A notification must be a JSON object."]}
+            continue
+        try:
+            loaded.append(schema.load(item))
+        except ValidationError as exc:
+            errors[str(index)] = exc.messages
+    if errors:
+        details = errors if batch else errors["0"]
+        raise NotificationsInvalid("a notification is invalid", details)
+
+    return [
+        IncomingNotification(
+            external_id=item.get("id") or f"{webhook_id}:{index}",
+            kind=item["kind"],
+            entity_type=item["entity"]["type"],
+            entity_id=item["entity"]["id"],
+            occurred_at=item["occurred_at"],
+            sequence=item["sequence"],
+            payload=stored_payload(item),
+        )
+        for index, item in enumerate(loaded)
+    ]
+
+
+def stored_payload(item: dict[str, Any]) -> dict[str, Any]:
+    """The normalised notification as the worker will read it back (JSON only)."""
+    payload = dict(item)
+    payload["occurred_at"] = rfc3339(item["occurred_at"])
+    return payload
