@@ -13,6 +13,7 @@ from storage import accounts, inbox
 from storage.credentials import SecretBox
 from storage.db import Database
 from storage.migrate import upgrade
+from storage.models import Organization
 from storage.settings import Settings
 
 PUBLISH_CHUNK = 1000
@@ -77,6 +78,33 @@ def notifications_retry(
     return {"requeued": len(pks)}
 
 
+def console_link(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    from marshmallow import ValidationError
+
+    from api.console.links import console_session_request_schema, mint_link
+
+    body: dict[str, Any] = {"permissions": args.permission or []}
+    if args.entity:
+        entity_type, _, entity_id = args.entity.partition("/")
+        body["scope"] = {"entity": {"type": entity_type, "id": entity_id}}
+    elif args.actor:
+        body["scope"] = {"actor_id": args.actor}
+    viewer = {"id": args.viewer_id, "name": args.viewer_name, "email": args.viewer_email}
+    if any(value is not None for value in viewer.values()):
+        body["viewer"] = viewer
+    try:
+        request = console_session_request_schema.load(body)
+    except ValidationError as exc:
+        raise ValueError(json.dumps(exc.messages)) from None
+    with database.unit_of_work() as session:
+        if session.get(Organization, args.org_id) is None:
+            raise accounts.NotFound(f"organisation {args.org_id} does not exist")
+    base_url = settings.public_url or f"http://localhost:{settings.port}"
+    return mint_link(database, settings, args.org_id, request, base_url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditlog", description="Audit-log service administration."
@@ -120,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     retry = notifications.add_parser("retry", help="re-queue failed notifications")
     retry.add_argument("--org", metavar="ORG_ID")
     retry.set_defaults(run=notifications_retry)
+
+    link = groups.add_parser(
+        "console-link", help="a single-use link (five minutes) into the console"
+    )
+    link.add_argument("org_id")
+    scope = link.add_mutually_exclusive_group()
+    scope.add_argument("--entity", metavar="TYPE/ID", help="only this record (person/p-1)")
+    scope.add_argument("--actor", metavar="ACTOR_ID", help="only what this actor did")
+    link.add_argument(
+        "--permission", action="append", choices=["export", "restore"], help="repeatable"
+    )
+    link.add_argument("--viewer-id", metavar="ID")
+    link.add_argument("--viewer-name", metavar="NAME")
+    link.add_argument("--viewer-email", metavar="EMAIL")
+    link.set_defaults(run=console_link)
     return parser
 
 

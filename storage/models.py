@@ -229,3 +229,20 @@ class Export(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     file_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ConsoleLink(Base):
+    """A single-use way into the console: who may look, at what, with which permissions."""
+
+    __tablename__ = "console_links"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    #: ``{}`` (the whole organisation), ``{"entity": {"type", "id"}}`` or ``{"actor_id": …}``.
+    scope: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    permissions: Mapped[list[str]] = mapped_column(JSONDocument)
+    viewer: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Set, once, by the request that opens the link.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,6 +12,7 @@ organisation, and every filter is served by an index on PostgreSQL:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -224,6 +225,27 @@ def find_event(session: Session, org_id: str, pk: int) -> Row[Any] | None:
 
 def find_entity(session: Session, org_id: str, entity_type: str, entity_id: str) -> Entity | None:
     return session.get(Entity, (org_id, entity_type, entity_id))
+
+
+def names_of(
+    session: Session, org_id: str, entity_type: str, entity_ids: Sequence[str]
+) -> dict[str, str]:
+    """Display names of records of one type, for the ids that have one."""
+    if not entity_ids:
+        return {}
+    rows = session.execute(
+        select(entities.c.entity_id, entities.c.properties).where(
+            entities.c.org_id == org_id,
+            entities.c.entity_type == entity_type,
+            entities.c.entity_id.in_(list(entity_ids)),
+        )
+    )
+    found = {}
+    for entity_id, properties in rows:
+        name = (properties or {}).get("name")
+        if isinstance(name, str) and name:
+            found[entity_id] = name
+    return found
 
 
 def relationships_of(

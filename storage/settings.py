@@ -59,6 +59,10 @@ class Settings:
     max_attempts: int = 5
     webhook_rate_limit: str = "100/second"
     api_rate_limit: str = "50/second"
+    #: The console's ``frame-ancestors`` (CSP): who may embed it in a frame.
+    console_frame_ancestors: str = "'self'"
+    #: The service's address as its users reach it; links minted outside a request use it.
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         if self.export_dir == Path():
@@ -101,6 +105,8 @@ class Settings:
             max_attempts=integer("MAX_ATTEMPTS", 5),
             webhook_rate_limit=env.get("WEBHOOK_RATE_LIMIT", "").strip() or "100/second",
             api_rate_limit=env.get("API_RATE_LIMIT", "").strip() or "50/second",
+            console_frame_ancestors=env.get("CONSOLE_FRAME_ANCESTORS", "").strip() or "'self'",
+            public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
         )
 
     @property

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from storage import accounts
@@ -113,3 +114,121 @@ def post_signed(client: Any, tenant: Tenant, document: Any, **header_overrides: 
     headers = signed_headers(tenant.secret, body)
     headers.update(header_overrides)
     return client.post(f"/v1/webhooks/{tenant.source_id}", data=body, headers=headers)
+
+
+def record_now(client: Any, tenant: Tenant, database: Database, *documents: Any) -> None:
+    """Post each document as its own signed request and process it at once, in order."""
+    from storage.models import Notification
+    from worker.processing import process_notifications
+
+    for document in documents:
+        response = post_signed(client, tenant, document)
+        assert response.status_code == 202, response.get_json()
+        with database.unit_of_work() as session:
+            pks = list(
+                session.scalars(select(Notification.pk).where(Notification.status == "queued"))
+            )
+        process_notifications(database, pks, max_attempts=1)
+
+
+ADMIN = {"type": "user", "id": "p-admin", "name": "Super Admin", "email": "admin@example.com"}
+
+
+def console_story(entity_suffix: str = "") -> list[dict[str, Any]]:
+    """The records and changes the console's tests and screenshots look at."""
+    s = entity_suffix
+
+    def at(day: int, hour: int, minute: int = 0) -> str:
+        return f"2026-11-{day:02d}T{hour:02d}:{minute:02d}:00Z"
+
+    return [
+        notification(
+            "person",
+            f"p-admin{s}",
+            occurred_at=at(18, 9),
+            origin="google",
+            properties={"name": "Super Admin", "email": "admin@example.com"},
+        ),
+        notification(
+            "person",
+            f"p-ada{s}",
+            kind="baseline",
+            occurred_at=at(20, 9),
+            properties={"name": "Ada Lovelace", "title": "Engineer", "email": "ada@example.com"},
+        ),
+        notification(
+            "app",
+            f"zoom{s}",
+            occurred_at=at(21, 8),
+            origin="sync",
+            properties={"name": "Zoom", "category": "Video conferencing"},
+            relationships={"persons": [f"p-ada{s}"], "org": True},
+        ),
+        notification(
+            "team",
+            f"t-eng{s}",
+            occurred_at=at(22, 14),
+            origin="csv",
+            properties={"name": "Engineering"},
+            relationships={"persons": [f"p-ada{s}"]},
+        ),
+        notification(
+            "device",
+            f"d-mbp{s}",
+            occurred_at=at(23, 11),
+            origin="sync",
+            properties={"name": "MacBook Pro 16", "status": "active", "serial": "C02XK1234"},
+            relationships={"persons": [f"p-ada{s}"]},
+        ),
+        notification(
+            "person",
+            f"p-ada{s}",
+            kind="patch",
+            occurred_at=at(25, 10),
+            origin="manual",
+            actor=ADMIN,
+            ip_address="203.0.113.7",
+            properties={"title": "Staff Engineer"},
+        ),
+        notification(
+            "app",
+            f"zoom{s}",
+            kind="patch",
+            occurred_at=at(25, 16, 30),
+            origin="manual",
+            actor=ADMIN,
+            ip_address="203.0.113.7",
+            properties={
+                "sso": {
+                    "provider": "okta",
+                    "enforced": True,
+                    "domains": ["example.com", "example.org"],
+                    "note": "Single sign-on enforced for every member after the November review.",
+                }
+            },
+        ),
+        notification(
+            "device",
+            f"d-mbp{s}",
+            kind="patch",
+            occurred_at=at(26, 9),
+            origin="workflow",
+            actor={"type": "workflow", "id": "wf-offboard", "name": "Offboarding"},
+            properties={"status": "in repair"},
+        ),
+        notification(
+            "person",
+            f"p-grace{s}",
+            occurred_at=at(26, 12),
+            origin="csv",
+            properties={"name": "Grace Hopper", "title": "Admiral"},
+        ),
+        notification(
+            "person",
+            f"p-grace{s}",
+            kind="delete",
+            occurred_at=at(27, 8),
+            origin="sync",
+            ip_address="2001:db8::7",
+        ),
+    ]

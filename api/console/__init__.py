@@ -1,0 +1,1 @@
+"""The console: the log's views for people, served by the web process under ``/console``."""

@@ -1,0 +1,87 @@
+"""Console links: minted by an API key (or the CLI), opened once within minutes.
+
+A link's token is signed with ``SECRET_KEY`` and names a row of ``console_links``; opening it
+marks the row used in one conditional UPDATE, so a link races itself at most once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from storage.credentials import new_id
+from storage.models import ConsoleLink
+
+#: How long a link can be opened; a session it starts lasts at most SESSION_LIFETIME.
+LINK_LIFETIME = timedelta(minutes=5)
+SESSION_LIFETIME = timedelta(hours=8)
+PERMISSIONS = ("export", "restore")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an opened link lets its viewer see and do, in one organisation."""
+
+    org_id: str
+    scope: dict[str, Any]
+    permissions: tuple[str, ...]
+    viewer: dict[str, Any] | None
+
+
+class LinkRejected(Exception):
+    """The link was altered, already used, or has expired."""
+
+
+def _serializer(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt="auditlog.console-link.v1")
+
+
+def create_link(
+    session: Session,
+    secret_key: str,
+    org_id: str,
+    scope: dict[str, Any],
+    permissions: list[str],
+    viewer: dict[str, Any] | None,
+    now: datetime,
+) -> tuple[str, datetime]:
+    """A new link's token and the moment it stops opening."""
+    link = ConsoleLink(
+        id=new_id("cl"),
+        org_id=org_id,
+        scope=scope,
+        permissions=sorted(set(permissions)),
+        viewer=viewer,
+        created_at=now,
+        expires_at=now + LINK_LIFETIME,
+    )
+    session.add(link)
+    session.flush()
+    return _serializer(secret_key).dumps(link.id), link.expires_at
+
+
+def open_link(session: Session, secret_key: str, token: str, now: datetime) -> Grant:
+    """Use the link once: the caller commits; a second opening finds it used."""
+    try:
+        link_id = _serializer(secret_key).loads(token)
+    except BadSignature:
+        raise LinkRejected("this link was altered") from None
+    claimed = session.execute(
+        update(ConsoleLink)
+        .where(
+            ConsoleLink.id == link_id,
+            ConsoleLink.used_at.is_(None),
+            ConsoleLink.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise LinkRejected("this link was already used or has expired")
+    link = session.get(ConsoleLink, link_id)
+    assert link is not None
+    return Grant(link.org_id, dict(link.scope), tuple(link.permissions), link.viewer)
