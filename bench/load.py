@@ -44,6 +44,17 @@ def signed_request(secret: str, body: bytes) -> dict[str, str]:
     }
 
 
+def timed_get(
+    connection: http.client.HTTPConnection, path: str, headers: dict[str, str]
+) -> tuple[float, int, bytes]:
+    """One GET: milliseconds from sending it to having read the whole response; status; body."""
+    started = time.perf_counter()
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    body = response.read()
+    return (time.perf_counter() - started) * 1000, response.status, body
+
+
 def _client(target: Target, seconds: float, worker: int, results: Any) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
     ok = failed = 0

@@ -59,14 +59,16 @@ class Tenant:
     secret: str
 
 
-def make_tenant(database: Database, settings: Settings, name: str | None = None) -> Tenant:
+def make_tenant(
+    database: Database, settings: Settings, name: str | None = None, source: str | None = None
+) -> Tenant:
     with database.unit_of_work(write=True) as session:
         org_id, key = accounts.create_organization(session, name or unique("org"))
-        source = accounts.create_source(
-            session, SecretBox(settings.secret_key), org_id, unique("source")
+        created = accounts.create_source(
+            session, SecretBox(settings.secret_key), org_id, source or unique("source")
         )
         session.commit()
-    return Tenant(org_id, key.api_key, source.source_id, source.secret)
+    return Tenant(org_id, key.api_key, created.source_id, created.secret)
 
 
 def signed_headers(

@@ -43,7 +43,7 @@ def app(settings, database, publisher):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def story(app, database, settings):
-    tenant = make_tenant(database, settings)
+    tenant = make_tenant(database, settings, name="Acme", source="Okta sync")
     record_now(app.test_client(), tenant, database, *console_story())
     return tenant
 

@@ -43,8 +43,8 @@ def output(result: subprocess.CompletedProcess[str]) -> dict:
 
 class TestCommands:
     def test_db_upgrade_is_safe_to_run_again(self, run):
-        assert output(run("db", "upgrade")) == {"revision": "0003"}
-        assert output(run("db", "upgrade")) == {"revision": "0003"}
+        assert output(run("db", "upgrade")) == {"revision": "0004"}
+        assert output(run("db", "upgrade")) == {"revision": "0004"}
 
     def test_orgs_keys_and_sources(self, run, database, settings):
         org = output(run("orgs", "create", "Acme Corp"))
@@ -91,3 +91,46 @@ class TestCommands:
         assert output(run("notifications", "retry")) == {"requeued": 0}
         with database.unit_of_work() as session:
             assert set(session.scalars(select(Notification.status))) == {"queued"}
+
+
+class TestConsoleLink:
+    def test_it_prints_a_link_that_opens_a_scoped_session_once(self, run, app, database, settings):
+        tenant = make_tenant(database, settings)
+        link = output(
+            run(
+                "console-link",
+                tenant.org_id,
+                "--entity",
+                "person/cn=ada/ou=eu",
+                "--permission",
+                "restore",
+                "--viewer-id",
+                "p-9",
+                "--viewer-name",
+                "Super Admin",
+            )
+        )
+        assert set(link) == {"url", "expires_at"}
+        assert link["url"].startswith(f"http://localhost:{settings.port}/console/enter/")
+        client = app.test_client()
+        path = link["url"].split(f"localhost:{settings.port}", 1)[1]
+        opened = client.get(path)
+        assert opened.status_code == 303
+        assert opened.headers["Location"] == "/console/entities/person/cn=ada/ou=eu"
+        assert client.get(path).status_code == 403
+
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (("--permission", "restore"), "viewer"),
+            (("--entity", "planet/p-1"), "entity"),
+        ],
+    )
+    def test_a_link_it_cannot_make_fails_on_stderr(self, run, database, settings, args, message):
+        tenant = make_tenant(database, settings)
+        result = run("console-link", tenant.org_id, *args, ok=False)
+        assert result.stdout == "" and message in result.stderr
+
+    def test_an_unknown_organisation_fails_on_stderr(self, run):
+        result = run("console-link", "org_missing", ok=False)
+        assert "does not exist" in result.stderr

@@ -25,7 +25,7 @@ from ingest.body import (
     NOT_UNICODE,
     NOT_UNICODE_KEY,
 )
-from storage.models import Event, Export, Notification
+from storage.models import ConsoleLink, Event, Export, Notification
 from tests.factories import Tenant, make_tenant, notification
 from tests.unit.test_signature import raw_signed_headers
 
@@ -39,14 +39,14 @@ def tenant(database, settings) -> Tenant:
     return make_tenant(database, settings)
 
 
-def stored(database) -> tuple[int, int, int]:
-    """Rows of notifications, exports and events: what any of these endpoints may write."""
+def stored(database) -> tuple[int, ...]:
+    """Rows of notifications, exports, events and console links: what any of these
+    endpoints may write."""
     with database.unit_of_work() as session:
-        notifications, exports, events = (
+        return tuple(
             int(session.scalar(select(func.count()).select_from(model)) or 0)
-            for model in (Notification, Export, Event)
+            for model in (Notification, Export, Event, ConsoleLink)
         )
-    return notifications, exports, events
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,21 @@ ENDPOINTS = [
                 False,
             ),
             (lambda: {"event_id": "evt_1", "actor": {MARKER: "p1"}}, ("actor",), True),
+        ],
+    ),
+    Endpoint(
+        "console-session",
+        api_sender("/v1/console-sessions"),
+        [
+            (lambda: {"scope": {"actor_id": MARKER}}, ("scope", "actor_id"), False),
+            (
+                lambda: {"scope": {"entity": {"type": "person", "id": MARKER}}},
+                ("scope", "entity", "id"),
+                False,
+            ),
+            (lambda: {"permissions": ["export", MARKER]}, ("permissions", "1"), False),
+            (lambda: {"viewer": {"id": "p1", "name": MARKER}}, ("viewer", "name"), False),
+            (lambda: {"viewer": {MARKER: "p1"}}, ("viewer",), True),
         ],
     ),
 ]
