@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import NotFound, UnprocessableEntity
 
 from api.console.access import configure_sessions
 from api.console.links import blp as console_sessions_blueprint
 from api.console.views import blueprint as console_blueprint
-from api.errors import register_error_handlers
+from api.errors import register_error_handlers, reject
 from api.exports import blp as exports_blueprint
+from api.feed import blp as feed_blueprint
+from api.feed import keys_blp as log_keys_blueprint
 from api.limits import install_limits
 from api.logs import blp as logs_blueprint
 from api.rest import create_api
@@ -45,15 +48,29 @@ def create_app(
     api.register_blueprint(logs_blueprint)
     api.register_blueprint(exports_blueprint)
     api.register_blueprint(console_sessions_blueprint)
+    api.register_blueprint(feed_blueprint)
+    api.register_blueprint(log_keys_blueprint)
     # The console's pages are HTML for people, not part of the OpenAPI document.
     app.register_blueprint(console_blueprint)
-    configure_sessions(app, settings.secret_key)
+    configure_sessions(app, settings.secret_key, settings.public_url)
     install_limits(
         app,
         settings,
         webhooks_blueprint,
-        [logs_blueprint, exports_blueprint, console_sessions_blueprint],
+        [logs_blueprint, exports_blueprint, console_sessions_blueprint, feed_blueprint],
     )
+    app.before_request(refuse_nul)
     # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
     return app
+
+
+def refuse_nul() -> None:
+    """U+0000 can be in no id nor filter (PostgreSQL text cannot hold it): refused here,
+    for every path and query parameter, before any route runs."""
+    if "\x00" in request.path:
+        reject(NotFound, "not_found", "no such resource")
+    bad = sorted({key for key, value in request.args.items(multi=True) if "\x00" in key + value})
+    if bad:
+        message = "U+0000 is not allowed."
+        reject(UnprocessableEntity, "validation_failed", message, {key: [message] for key in bad})

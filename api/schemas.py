@@ -132,6 +132,8 @@ class EventSchema(Schema):
     source_id = fields.String(allow_none=True, required=True)
     notification_id = fields.String(allow_none=True, required=True)
     details = fields.Dict(required=True)
+    #: The event's place in its organisation's log (1, 2, 3 …), null until it is sequenced.
+    seq = fields.Integer(allow_none=True, required=True)
 
 
 class EventPageSchema(Schema):

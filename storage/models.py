@@ -193,6 +193,10 @@ class Event(Base):
     notification_pk: Mapped[int | None] = mapped_column(BigInteger)
     position: Mapped[int] = mapped_column(Integer)
     details: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    #: PostgreSQL: the writing transaction's id (``pg_current_xact_id()``, set by the
+    #: column's default). The sequencer numbers events in (txid, id) order once every
+    #: transaction up to that id has ended. Unused on SQLite, whose writers are serial.
+    txid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class EventSubject(Base):
@@ -229,6 +233,14 @@ class Export(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     file_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    #: ``csv`` or ``jsonl``.
+    format: Mapped[str] = mapped_column(String(8), default="csv")
+    #: PostgreSQL: the first transaction id not yet begun when the export was requested; the
+    #: build waits until the sequencer has passed it, so the tree covers every earlier event.
+    requested_xmax: Mapped[int | None] = mapped_column(BigInteger)
+    #: The tree size the export holds (events with seq ≤ tree_size), and its checkpoint.
+    tree_size: Mapped[int | None] = mapped_column(BigInteger)
+    checkpoint: Mapped[str | None] = mapped_column(Text)
 
 
 class ConsoleLink(Base):
@@ -246,3 +258,84 @@ class ConsoleLink(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: Set, once, by the request that opens the link.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LogLeaf(Base):
+    """An event's place in its organisation's log: ``seq`` 1, 2, 3 … with no gap.
+
+    ``leaf_hash`` is RFC 9162's hash of the event object's canonical JSON (``seq``
+    included). Append-only, like the events.
+    """
+
+    __tablename__ = "log_leaves"
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogNode(Base):
+    """The hash of a complete subtree: leaves [index·2^level, (index+1)·2^level)."""
+
+    __tablename__ = "log_nodes"
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogTree(Base):
+    """An organisation's tree as the sequencer last left it."""
+
+    __tablename__ = "log_trees"
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The newest signed checkpoint's size and time (0 and None before the first).
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    checkpointed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SequencerState(Base):
+    """Where the sequencer stopped: every event before (txid, event_id) is sequenced."""
+
+    __tablename__ = "log_sequencer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    txid: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    #: PostgreSQL: every event written by a transaction below this id is sequenced (the
+    #: snapshot xmin of the last pass that emptied the backlog). SQLite: an event id.
+    horizon: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LogCheckpoint(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint) of one organisation's tree."""
+
+    __tablename__ = "log_checkpoints"
+
+    org_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LogKey(Base):
+    """A checkpoint signing key. Retired keys stay listed so old checkpoints still verify."""
+
+    __tablename__ = "log_keys"
+
+    key_id: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    vkey: Mapped[str] = mapped_column(Text)
+    #: The private key string, encrypted with SECRET_KEY; None for LOG_SIGNING_KEY's key.
+    private_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

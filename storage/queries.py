@@ -12,6 +12,7 @@ organisation, and every filter is served by an index on PostgreSQL:
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from storage.catalog import RELATIONSHIPS, label_of
 from storage.history import EdgeBaseline, clock_key
-from storage.models import Edge, Entity, Event, EventSubject, Notification
+from storage.models import Edge, Entity, Event, EventSubject, LogLeaf, Notification
 from storage.timefmt import from_micros, rfc3339
 
 events: Table = Event.__table__  # type: ignore[assignment]
@@ -31,8 +32,10 @@ event_subjects: Table = EventSubject.__table__  # type: ignore[assignment]
 edges: Table = Edge.__table__  # type: ignore[assignment]
 entities: Table = Entity.__table__  # type: ignore[assignment]
 notifications: Table = Notification.__table__  # type: ignore[assignment]
+leaves: Table = LogLeaf.__table__  # type: ignore[assignment]
 
 EVENT_ID_PREFIX = "evt_"
+PUBLIC_EVENT_ID = re.compile(r"evt_[0-9a-f]{16}")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -42,12 +45,11 @@ def public_event_id(pk: int) -> str:
 
 
 def event_pk(public_id: str) -> int | None:
-    if not public_id.startswith(EVENT_ID_PREFIX) or len(public_id) != len(EVENT_ID_PREFIX) + 16:
+    """The key of a public event id, or None for anything that is not exactly one."""
+    if not PUBLIC_EVENT_ID.fullmatch(public_id):
         return None
-    try:
-        return int(public_id[len(EVENT_ID_PREFIX) :], 16)
-    except ValueError:
-        return None
+    pk = int(public_id[len(EVENT_ID_PREFIX) :], 16)
+    return pk if pk < 2**63 else None  # beyond every BIGINT key
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,12 @@ def _base(org_id: str, flt: EventFilter, dialect: str) -> tuple[Select[Any], Any
         first_type, first_id = flt.records[0]
         subject = event_subjects.alias("subject")
         statement = (
-            select(events)
-            .select_from(subject.join(events, events.c.id == subject.c.event_id))
+            select(events, leaves.c.seq)
+            .select_from(
+                subject.join(events, events.c.id == subject.c.event_id).outerjoin(
+                    leaves, leaves.c.event_id == events.c.id
+                )
+            )
             .where(
                 subject.c.org_id == org_id,
                 subject.c.entity_type == first_type,
@@ -117,7 +123,11 @@ def _base(org_id: str, flt: EventFilter, dialect: str) -> tuple[Select[Any], Any
                 )
             )
     else:
-        statement = select(events).where(events.c.org_id == org_id)
+        statement = (
+            select(events, leaves.c.seq)
+            .select_from(events.outerjoin(leaves, leaves.c.event_id == events.c.id))
+            .where(events.c.org_id == org_id)
+        )
         time_column, id_column = events.c.occurred_at, events.c.id
 
     if flt.entity_type is not None:
@@ -150,14 +160,29 @@ def events_page_statement(
     limit: int | None,
     after: tuple[datetime, int] | None = None,
     max_event_id: int | None = None,
+    max_seq: int | None = None,
 ) -> Select[Any]:
-    """The page query; ``limit=None`` reads every matching event (exports)."""
+    """The page query; ``limit=None`` reads every matching event (exports).
+
+    ``max_seq`` keeps the events of the log's first ``max_seq`` leaves (an export's tree
+    size): events not sequenced yet have no seq and are left out too. ``max_event_id`` is
+    the bound exports used before the log had seqs (kept for callers that still pass it).
+    """
     statement, time_column, id_column = _base(org_id, flt, dialect)
     if after is not None:
         statement = statement.where(tuple_(time_column, id_column) < tuple_(*after))
+    statement = _bounded(statement, id_column, max_event_id, max_seq)
+    return statement.order_by(time_column.desc(), id_column.desc()).limit(limit)
+
+
+def _bounded(
+    statement: Select[Any], id_column: Any, max_event_id: int | None, max_seq: int | None
+) -> Select[Any]:
     if max_event_id is not None:
         statement = statement.where(id_column <= max_event_id)
-    return statement.order_by(time_column.desc(), id_column.desc()).limit(limit)
+    if max_seq is not None:
+        statement = statement.where(leaves.c.seq <= max_seq)
+    return statement
 
 
 def events_page(
@@ -178,11 +203,14 @@ def events_page(
 
 
 def count_events(
-    session: Session, org_id: str, flt: EventFilter, max_event_id: int | None = None
+    session: Session,
+    org_id: str,
+    flt: EventFilter,
+    max_event_id: int | None = None,
+    max_seq: int | None = None,
 ) -> int:
     statement, _, id_column = _base(org_id, flt, session.get_bind().dialect.name)
-    if max_event_id is not None:
-        statement = statement.where(id_column <= max_event_id)
+    statement = _bounded(statement, id_column, max_event_id, max_seq)
     return int(session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
 
 
@@ -190,8 +218,14 @@ def latest_event_id(session: Session) -> int:
     return int(session.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0)
 
 
-def event_document(row: Any) -> dict[str, Any]:
-    """The public event object (CONTRACT §4) of an ``events`` row."""
+def event_document(row: Any, seq: int | None = None) -> dict[str, Any]:
+    """The public event object of an ``events`` row.
+
+    ``seq`` is the event's place in its organisation's log: given, or the row's own ``seq``
+    column when the query joined ``log_leaves``; ``None`` until the event is sequenced.
+    """
+    if seq is None:
+        seq = getattr(row, "seq", None)
     return {
         "id": public_event_id(row.id),
         "type": row.type,
@@ -214,12 +248,15 @@ def event_document(row: Any) -> dict[str, Any]:
         "source_id": row.source_id,
         "notification_id": row.notification_id,
         "details": row.details or {},
+        "seq": None if seq is None else int(seq),
     }
 
 
 def find_event(session: Session, org_id: str, pk: int) -> Row[Any] | None:
     return session.execute(
-        select(events).where(events.c.org_id == org_id, events.c.id == pk)
+        select(events, leaves.c.seq)
+        .select_from(events.outerjoin(leaves, leaves.c.event_id == events.c.id))
+        .where(events.c.org_id == org_id, events.c.id == pk)
     ).first()
 
 
@@ -400,7 +437,11 @@ FREE_TEXT = {
 
 
 def csv_copy_query(
-    session: Session, org_id: str, flt: EventFilter, max_event_id: int | None
+    session: Session,
+    org_id: str,
+    flt: EventFilter,
+    max_event_id: int | None = None,
+    max_seq: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """PostgreSQL: ``COPY (…) TO STDOUT WITH CSV`` writing CONTRACT §6's cells itself.
 
@@ -409,7 +450,9 @@ def csv_copy_query(
     expressions into the outer one), the outer neutralises formula starts. The result is
     what ``worker.exports.csv_row`` writes (the export tests compare the two).
     """
-    inner = events_page_statement("postgresql", org_id, flt, None, max_event_id=max_event_id)
+    inner = events_page_statement(
+        "postgresql", org_id, flt, None, max_event_id=max_event_id, max_seq=max_seq
+    )
     compiled = inner.compile(
         dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True}
     )

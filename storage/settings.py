@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,6 +64,13 @@ class Settings:
     console_frame_ancestors: str = "'self'"
     #: The service's address as its users reach it; links minted outside a request use it.
     public_url: str = ""
+    #: Checkpoints name their log ``<log_origin>/<org_id>``; the signing key is named so.
+    log_origin: str = ""
+    #: A C2SP note private key (``PRIVATE+KEY+…``); unset, one is generated and stored.
+    log_signing_key: str = ""
+    #: ``False`` only to measure what sequencing costs (``SEQUENCER=off``, benchmarks):
+    #: events then never get a seq.
+    sequencer_enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.export_dir == Path():
@@ -72,6 +80,8 @@ class Settings:
                 self, "database_url", f"sqlite:///{(self.var_dir / 'auditlog.sqlite3')}"
             )
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
+        if not self.log_origin:
+            object.__setattr__(self, "log_origin", socket.gethostname())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +117,9 @@ class Settings:
             api_rate_limit=env.get("API_RATE_LIMIT", "").strip() or "50/second",
             console_frame_ancestors=env.get("CONSOLE_FRAME_ANCESTORS", "").strip() or "'self'",
             public_url=env.get("PUBLIC_URL", "").strip().rstrip("/"),
+            log_origin=env.get("LOG_ORIGIN", "").strip() or socket.gethostname(),
+            log_signing_key=env.get("LOG_SIGNING_KEY", "").strip(),
+            sequencer_enabled=env.get("SEQUENCER", "on").strip().lower() != "off",
         )
 
     @property

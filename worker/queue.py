@@ -21,6 +21,7 @@ PROCESS_NOTIFICATIONS = "auditlog.process_notifications"
 REQUEUE_STALE = "auditlog.requeue_stale_notifications"
 BUILD_EXPORT = "auditlog.build_export"
 EXPIRE_EXPORTS = "auditlog.expire_exports"
+SEQUENCE_LOG = "auditlog.sequence_log"
 QUEUE = "auditlog"
 
 #: Longer than any task can run; Redis redelivers an unacknowledged message after it.
@@ -81,6 +82,12 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
             "requeue-stale-notifications": {
                 "task": REQUEUE_STALE,
                 "schedule": timedelta(seconds=settings.sweep_interval_seconds),
+            },
+            "sequence-log": {
+                "task": SEQUENCE_LOG,
+                "schedule": timedelta(seconds=1),
+                # A pass that waited longer is pointless: the next one does its work.
+                "options": {"expires": 5},
             },
             "expire-exports": {
                 "task": EXPIRE_EXPORTS,

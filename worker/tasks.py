@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from storage import exports, inbox
 from worker import exports as worker_exports
-from worker import processing
+from worker import processing, sequencer
+
+log = logging.getLogger(__name__)
 
 #: Transient database trouble (server down, deadlock, lock timeout): retry with backoff.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
@@ -31,6 +34,7 @@ def register(app: Celery) -> None:
         EXPIRE_EXPORTS,
         PROCESS_NOTIFICATIONS,
         REQUEUE_STALE,
+        SEQUENCE_LOG,
         database_for,
         export_starter,
         publisher,
@@ -47,11 +51,30 @@ def register(app: Celery) -> None:
         except TRANSIENT_ERRORS as exc:
             # Past the last retry the notifications stay queued and the sweeper finds them.
             raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        if outcome.processed and settings.sequencer_enabled:
+            # Right after the commit, so that new events get their seq within moments;
+            # skipped if another pass holds the lock (beat's pass is the backstop, and takes
+            # over if this one fails: the notifications are processed either way).
+            try:
+                sequencer.sequence_pending(database_for(app), settings)
+            except TRANSIENT_ERRORS:
+                log.warning(
+                    "sequencing after processing failed; beat's pass retries", exc_info=True
+                )
         if outcome.to_retry:
             raise self.retry(
                 args=[outcome.to_retry], countdown=backoff(self.request.retries), max_retries=None
             )
         return {"processed": outcome.processed, "failed": outcome.failed}
+
+    @app.task(name=SEQUENCE_LOG)
+    def sequence_log() -> dict[str, int]:
+        """Number committed events in each organisation's log; sign checkpoints that are due."""
+        settings = app.auditlog_settings
+        if not settings.sequencer_enabled:
+            return {"sequenced": 0, "checkpoints": 0}
+        outcome = sequencer.sequence_pending(database_for(app), settings)
+        return {"sequenced": outcome.events, "checkpoints": len(outcome.checkpoints)}
 
     @app.task(name=REQUEUE_STALE)
     def requeue_stale_notifications() -> dict[str, int]:
@@ -90,7 +113,11 @@ def register(app: Celery) -> None:
         database = database_for(app)
         try:
             return worker_exports.build_export(
-                database, export_id, settings.export_dir, settings.export_ttl_seconds
+                database,
+                export_id,
+                settings.export_dir,
+                settings.export_ttl_seconds,
+                settings=settings,
             )
         except TRANSIENT_ERRORS as exc:
             if self.request.retries >= self.max_retries:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from storage.db import Database
-from storage.models import Notification
+from storage.models import Event, Notification
 from tests.factories import make_settings, make_tenant, post_signed
 from tests.integration.processes import celery_worker, wait_until
 from tests.integration.workload import (
@@ -150,3 +150,57 @@ class TestKilledWorker:
         assert stored_state(pg_database, tenant.org_id) == replayed_state(
             pg_database, tenant.org_id
         )
+
+
+class TestTheFeedUnderLoad:
+    def test_a_reader_following_the_feed_receives_every_event_once_in_order(
+        self, pg_settings, pg_database
+    ):
+        """20,000 notifications through two workers (each with its own pool process and
+        beat's sequencer pass in one of them) while a reader long-polls the feed."""
+        import threading
+
+        rng = random.Random(20261202)
+        tenant = make_tenant(pg_database, pg_settings)
+        app = create_app(pg_settings, database=pg_database)
+        payloads = [
+            {
+                "kind": "snapshot",
+                "entity": {"type": "person", "id": f"p{i}"},
+                "occurred_at": f"2026-11-{1 + rng.randrange(28):02d}T10:00:00Z",
+                "properties": {"name": f"Person {i}"},
+            }
+            for i in range(20_000)
+        ]
+        delivered: list[dict] = []
+        done = threading.Event()
+
+        def read() -> None:
+            client = app.test_client()
+            headers = {"Authorization": f"Bearer {tenant.api_key}"}
+            after = 0
+            while not done.is_set() or after < 20_000:
+                page = client.get(f"/v1/feed?after={after}&limit=1000&wait=1", headers=headers)
+                body = page.get_json()
+                delivered.extend(body["events"])
+                after = body["next_after"]
+                if done.is_set() and not body["events"]:
+                    break
+
+        reader = threading.Thread(target=read, daemon=True)
+        with celery_worker(pg_settings, beat=True) as first, celery_worker(pg_settings) as second:
+            reader.start()
+            send(app.test_client(), tenant, payloads, batch_size=200)
+            wait_until(
+                lambda: status_counts(pg_database) == {"processed": 20_000},
+                240,
+                f"{status_counts(pg_database)}\n{first.output()[-3000:]}\n{second.output()[-3000:]}",
+            )
+            wait_until(lambda: len(delivered) >= 20_000, 60, f"delivered {len(delivered)}")
+            done.set()
+            reader.join(timeout=30)
+        assert [event["seq"] for event in delivered] == list(range(1, 20_001))
+        assert len({event["id"] for event in delivered}) == 20_000
+        with pg_database.unit_of_work() as session:
+            stored = set(session.scalars(select(Event.id)))
+        assert {int(event["id"][4:], 16) for event in delivered} == stored

@@ -63,12 +63,19 @@ def filled(postgres_template):
     engine = create_engine(postgres_template)
     with engine.begin() as connection:
         connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        connection.exec_driver_sql("TRUNCATE events, event_subjects")
+        connection.exec_driver_sql("TRUNCATE events, event_subjects, log_leaves")
         fill_events(connection, ROWS, orgs=10)
+        # Every event sequenced, as in a running service: the page query joins its seq.
+        connection.exec_driver_sql(
+            "INSERT INTO log_leaves (org_id, seq, event_id, leaf_hash) "
+            "SELECT org_id, row_number() OVER (PARTITION BY org_id ORDER BY id), id, "
+            "'\\x00'::bytea FROM events"
+        )
+        connection.exec_driver_sql("ANALYZE log_leaves")
     yield engine
     with engine.begin() as connection:
         connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        connection.exec_driver_sql("TRUNCATE events, event_subjects")
+        connection.exec_driver_sql("TRUNCATE events, event_subjects, log_leaves")
     engine.dispose()
 
 
