@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from storage import accounts, inbox
@@ -105,6 +106,34 @@ def console_link(
     return mint_link(database, settings, args.org_id, request, base_url)
 
 
+def log_check(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    from worker.logcheck import check_log
+
+    return check_log(database, org_id=args.org)
+
+
+def log_rotate_key(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    from storage import tlog
+
+    if settings.log_signing_key:
+        raise ValueError(
+            "LOG_SIGNING_KEY is set: checkpoints are signed with it; change it instead"
+        )
+    with database.unit_of_work(write=True) as session:
+        signer = tlog.rotate_key(session, settings, datetime.now(UTC))
+        session.commit()
+    return {"key_id": signer.key_id.hex(), "vkey": signer.vkey}
+
+
+def verify(args: argparse.Namespace) -> dict[str, Any]:
+    """Offline: no settings, no database, no network (``main`` builds none for it)."""
+    from worker.logcheck import verify_export
+
+    return verify_export(Path(args.export_file), Path(args.evidence), args.key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditlog", description="Audit-log service administration."
@@ -163,18 +192,51 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--viewer-name", metavar="NAME")
     link.add_argument("--viewer-email", metavar="EMAIL")
     link.set_defaults(run=console_link)
+
+    log = groups.add_parser("log", help="the verifiable log").add_subparsers(
+        dest="command", required=True
+    )
+    check = log.add_parser(
+        "check", help="recompute each organisation's tree from the stored events"
+    )
+    check.add_argument("--org", metavar="ORG_ID")
+    check.set_defaults(run=log_check)
+    log.add_parser(
+        "rotate-key", help="sign checkpoints with a new key (old public keys stay listed)"
+    ).set_defaults(run=log_rotate_key)
+
+    check_file = groups.add_parser(
+        "verify", help="prove an export file with its evidence and the log's public key"
+    )
+    check_file.add_argument("export_file", metavar="EXPORT_FILE")
+    check_file.add_argument("--evidence", required=True, metavar="FILE")
+    check_file.add_argument("--key", required=True, metavar="VKEY", help="the log's vkey")
+    check_file.set_defaults(offline=verify)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from worker.logcheck import CheckFailed
+
     args = build_parser().parse_args(argv)
+    database: Database | None = None
     try:
-        settings = Settings.from_env()
-        database = Database(settings.database_url)
-        result = args.run(settings, database, args)
+        if hasattr(args, "offline"):  # verify: no settings, no database, no network
+            result = args.offline(args)
+        else:
+            settings = Settings.from_env()
+            database = Database(settings.database_url)
+            result = args.run(settings, database, args)
+    except CheckFailed as failed:
+        for line in failed.lines:
+            print(line, file=sys.stderr)
+        return 1
     except Exception as exc:
         print(f"auditlog: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if database is not None:  # close its connections (main may run in-process)
+            database.engine.dispose()
     print(json.dumps(result))
     return 0
 

@@ -1,4 +1,4 @@
-"""CSV exports (CONTRACT §6): queue one, watch its progress, download it."""
+"""Exports (CONTRACT §6): queue one, watch its progress, download it and its evidence."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import jsonify, request, send_file, url_for
+from flask import Response, jsonify, request, send_file, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from marshmallow import Schema, fields
+from marshmallow.validate import OneOf
 from werkzeug.exceptions import Conflict, Forbidden, Gone, NotFound
 
 from api.auth import require_api_key
@@ -21,16 +22,23 @@ from api.schemas import LogFiltersSchema, NoQueryArgsSchema
 from storage import exports
 from storage.models import Export
 from storage.timefmt import rfc3339
+from worker.exports import evidence_chunks
 
 log = logging.getLogger(__name__)
 
-blp = Blueprint("exports", __name__, url_prefix="/v1", description="CSV exports of the log")
+blp = Blueprint("exports", __name__, url_prefix="/v1", description="Exports of the log")
 
 LINK_SECONDS = 15 * 60
 
 
 class ExportRequestSchema(LogFiltersSchema):
-    """The log filters, as a JSON body; ``event_type`` may also be a list."""
+    """The log filters, as a JSON body; ``event_type`` may also be a list.
+
+    ``format`` is what the file holds (not a filter): CSV cells, or one event object per
+    line in the log's order (``jsonl``).
+    """
+
+    format = fields.String(load_default="csv", validate=OneOf(exports.FORMATS))
 
 
 class DownloadQueryArgsSchema(NoQueryArgsSchema):
@@ -50,6 +58,37 @@ class ExportSchema(Schema):
     expires_at = fields.String(allow_none=True, required=True)
     download_url = fields.String(allow_none=True, required=True)
     error = fields.String(allow_none=True, required=True)
+    format = fields.String(required=True)
+    #: The log's size the export holds (events with seq ≤ tree_size), once it is built.
+    tree_size = fields.Integer(allow_none=True, required=True)
+    #: The signed checkpoint of exactly that size.
+    checkpoint = fields.String(allow_none=True, required=True)
+
+
+class EvidenceRowSchema(Schema):
+    line = fields.Integer(required=True)
+    seq = fields.Integer(required=True)
+    proof = fields.List(fields.String(), required=True)
+
+
+class EvidenceSchema(Schema):
+    """What ``auditlog verify`` proves an export file with (see worker.exports)."""
+
+    format = fields.String(required=True)
+    export_id = fields.String(required=True)
+    export_format = fields.String(required=True)
+    org_id = fields.String(required=True)
+    filters = fields.Dict(required=True)
+    complete = fields.Boolean(required=True)
+    tree_size = fields.Integer(required=True)
+    checkpoint = fields.String(required=True)
+    rows_total = fields.Integer(required=True)
+    #: Complete exports: the leaf hash of every seq 1 … tree_size (base64).
+    leaf_hashes = fields.List(fields.String())
+    #: Filtered exports: each row's seq and inclusion proof, in file order.
+    rows = fields.List(fields.Nested(EvidenceRowSchema))
+    #: CSV exports: each row's event object, in file order.
+    events = fields.List(fields.Dict())
 
 
 class ExportListSchema(Schema):
@@ -103,6 +142,9 @@ def export_document(export: Export) -> dict[str, Any]:
         "expires_at": moment(export.expires_at),
         "download_url": download_url,
         "error": export.error,
+        "format": export.format or "csv",
+        "tree_size": export.tree_size,
+        "checkpoint": export.checkpoint,
     }
 
 
@@ -111,15 +153,17 @@ def export_document(export: Export) -> dict[str, Any]:
 @blp.response(202, ExportSchema)
 @blp.errors(400, 401, 422)
 def create_export(args: dict[str, Any]) -> Any:
-    """Queue a CSV export of the events matching the filters, recorded until now."""
+    """Queue an export of the events matching the filters, recorded until now."""
     runtime = services()
+    body = request.get_json(silent=True) or {}
     with runtime.database.unit_of_work(write=True) as session:
         export = exports.create_export(
             session,
             org_id(),
-            request.get_json(silent=True) or {},
+            {name: value for name, value in body.items() if name != "format"},
             event_filter(args),
             datetime.now(UTC),
+            format=args["format"],
         )
         session.commit()
     try:
@@ -158,10 +202,12 @@ def get_export(args: dict[str, Any], export_id: str) -> Any:
 
 @blp.route("/exports/<export_id>/download", methods=["GET"])
 @blp.arguments(DownloadQueryArgsSchema, location="query")
-@blp.response(200, description="the CSV file", content_type="text/csv")
+@blp.response(
+    200, description="the file (application/x-ndjson for a jsonl export)", content_type="text/csv"
+)
 @blp.errors(400, 401, 403, 404, 409, 410)
 def download_export(args: dict[str, Any], export_id: str) -> Any:
-    """The CSV, with the bearer key or through a signed ``download_url``."""
+    """The file, with the bearer key or through a signed ``download_url``."""
     if "Authorization" in request.headers or "token" not in args:
         owner = org_id()
     else:
@@ -184,6 +230,35 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
     path = Path(export.file_path)
     if not path.exists():
         reject(Gone, "export_expired", "the export file is gone")
+    fmt = export.format or "csv"
     return send_file(
-        path, mimetype="text/csv", as_attachment=True, download_name=f"{export.id}.csv"
+        path,
+        mimetype=exports.MEDIA_TYPES[fmt],
+        as_attachment=True,
+        download_name=f"{export.id}.{fmt}",
     )
+
+
+@blp.route("/exports/<export_id>/evidence", methods=["GET"])
+@blp.arguments(NoQueryArgsSchema, location="query")
+@blp.response(200, EvidenceSchema)
+@blp.errors(400, 401, 404, 409, 410)
+def export_evidence(args: dict[str, Any], export_id: str) -> Any:
+    """What proves the export's file against its signed checkpoint (``auditlog verify``).
+
+    For an export without filters, the leaf hash of every event of its tree; otherwise an
+    inclusion proof of each row; for a CSV export also each row's event object.
+    """
+    runtime = services()
+    with runtime.database.unit_of_work() as session:
+        export = exports.find_export(session, org_id(), export_id)
+    if export is None:
+        reject(NotFound, "not_found", "no such export")
+    status = exports.status_at(export, datetime.now(UTC))
+    if status == exports.EXPIRED:
+        reject(Gone, "export_expired", "the export has expired")
+    if status != exports.SUCCEEDED:
+        reject(Conflict, "export_not_ready", f"the export is {status}")
+    if export.tree_size is None or not export.checkpoint:
+        reject(Conflict, "no_evidence", "the export was built before the log was signed")
+    return Response(evidence_chunks(runtime.database, export), mimetype="application/json")

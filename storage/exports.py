@@ -15,25 +15,44 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.credentials import new_id
-from storage.models import Export
+from storage.models import Event, Export, LogLeaf
 from storage.queries import EventFilter, latest_event_id
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, EXPIRED = "queued", "running", "succeeded", "failed", "expired"
 #: The states a build may still move an export out of.
 ACTIVE = (QUEUED, RUNNING)
+#: What an export's file holds: CSV cells (CONTRACT §6), or one event object per line.
+FORMATS = ("csv", "jsonl")
+MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
 
 def create_export(
-    session: Session, org_id: str, filters: dict[str, Any], flt: EventFilter, now: datetime
+    session: Session,
+    org_id: str,
+    filters: dict[str, Any],
+    flt: EventFilter,
+    now: datetime,
+    format: str = "csv",
 ) -> Export:
-    """A queued export of the matching events recorded up to now (its snapshot)."""
+    """A queued export of the matching events recorded up to now (its snapshot).
+
+    ``requested_xmax`` is the sequencer's mark taken in this transaction: once the
+    sequencer's horizon has passed it, every event recorded before now has its seq, and
+    the build picks the tree size that holds exactly those (``snapshot_size``).
+    """
+    from worker.sequencer import request_mark  # the sequencer owns what a mark means
+
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}")
     export = Export(
         id=new_id("exp"),
         org_id=org_id,
         filters=filters,
         query=flt.to_json(),
         status=QUEUED,
+        format=format,
         max_event_id=latest_event_id(session),
+        requested_xmax=request_mark(session),
         rows_written=0,
         created_at=now,
         heartbeat_at=now,
@@ -41,6 +60,31 @@ def create_export(
     session.add(export)
     session.flush()
     return export
+
+
+def snapshot_size(session: Session, org_id: str, mark: int) -> int:
+    """The smallest tree size of the organisation's log holding every event before ``mark``.
+
+    Call it once the sequencer's horizon has passed ``mark``. The sequencer numbers events
+    in (txid, id) order on PostgreSQL and in id order on SQLite, and ``mark`` is a txid
+    bound there and an id bound here, so the events before the mark are a prefix of the
+    log: the answer is the seq of the last of them (0 if none). Events committed later
+    are beyond it and stay out of the export. The walk goes down the primary key of
+    ``log_leaves`` from the end and stops at the first such event.
+    """
+    leaves, events = LogLeaf.__table__, Event.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        before = events.c.txid < mark
+    else:
+        before = events.c.id <= mark
+    found = session.scalar(
+        select(leaves.c.seq)
+        .select_from(leaves.join(events, events.c.id == leaves.c.event_id))
+        .where(leaves.c.org_id == org_id, before)
+        .order_by(leaves.c.seq.desc())
+        .limit(1)
+    )
+    return int(found or 0)
 
 
 def find_export(session: Session, org_id: str, export_id: str) -> Export | None:

@@ -1,4 +1,11 @@
-"""Building CSV exports (CONTRACT §6): streamed, snapshot-bounded, renamed into place at the end.
+"""Building exports (CONTRACT §6): streamed, snapshot-bounded, renamed into place at the end.
+
+An export's snapshot is a size of its organisation's log: the build waits until the
+sequencer has numbered every event recorded before the request (``requested_xmax``), takes
+the smallest tree size holding all of them, signs (or finds) the checkpoint of exactly that
+size, and writes the matching events with ``seq ≤ tree_size``: CSV cells, or one event
+object per line (``jsonl``). ``evidence_chunks`` is what proves such a file against the
+checkpoint (``auditlog verify``).
 
 Rows come through a server-side cursor in batches and are written as they come, so memory
 stays flat; ``rows_written`` and a heartbeat are committed about once a second from a
@@ -15,29 +22,34 @@ no longer running stops, deletes its own ``.part`` file and never touches the wi
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from storage import exports
+from storage import exports, merkle, notes, tlog
 from storage.catalog import label_of
 from storage.db import Database
-from storage.models import Export
+from storage.inbox import dialect_insert
+from storage.models import Export, LogCheckpoint
 from storage.queries import (
     EventFilter,
     count_events,
     csv_copy_query,
+    event_document,
     events_page_statement,
     public_event_id,
 )
+from storage.settings import Settings
 from storage.timefmt import rfc3339
+from worker import sequencer
 
 COLUMNS = [
     "occurred_at",
@@ -66,6 +78,12 @@ LINE_END = "\n"
 HEADER = ("\ufeff" + ",".join(COLUMNS) + LINE_END).encode("utf-8")
 PROGRESS_EVERY_SECONDS = 0.2
 PROGRESS_EVERY_ROWS = 25_000
+#: How long a build waits for the sequencer to number the events of its snapshot.
+SEQUENCER_WAIT_SECONDS = 60.0
+SEQUENCER_POLL_SECONDS = 0.2
+EVIDENCE_FORMAT = "auditlog-evidence/1"
+#: Leaf hashes read per query, and rows proved per node prefetch, for the evidence.
+EVIDENCE_CHUNK = 5000
 
 
 def neutralised(text: str) -> str:
@@ -111,8 +129,57 @@ def csv_row(row: Any) -> list[str]:
     return [neutralised(cell) if cell else "" for cell in cells]
 
 
+def event_cells(event: dict[str, Any]) -> list[str]:
+    """``csv_row``'s cells from an event object (``storage.queries.event_document``).
+
+    The same cell functions over the same values (the object's ``occurred_at``, ``label``
+    and ``id`` are ``rfc3339``, ``label_of`` and ``public_event_id`` of the row): what
+    ``auditlog verify`` compares a CSV row with, once the object's leaf hash is proved.
+    """
+    entity, actor = event["entity"], event["actor"]
+    cells = [
+        event["occurred_at"],
+        event["type"],
+        event["label"],
+        entity["type"],
+        entity["id"],
+        entity["name"],
+        targets_cell(event["targets"]),
+        event["property"],
+        value_cell(event["old_value"]),
+        value_cell(event["new_value"]),
+        actor["type"],
+        actor["id"],
+        actor["name"],
+        actor["email"],
+        event["ip_address"],
+        event["origin"],
+        event["id"],
+    ]
+    return [neutralised(cell) if cell else "" for cell in cells]
+
+
+def jsonl_line(row: Any) -> bytes:
+    """One line of a ``jsonl`` export: the event object, exactly as its leaf was hashed."""
+    document = json.dumps(event_document(row), ensure_ascii=False, separators=(",", ":"))
+    return (document + LINE_END).encode("utf-8")
+
+
 class Superseded(Exception):
     """Another build finished the export, or it failed, while this build was writing."""
+
+
+def default_settings(database: Database, export_dir: Path, ttl_seconds: int) -> Settings:
+    """The settings a build signs with when its caller gives none: the environment's (what
+    the worker runs with), on the caller's database and export folder."""
+    from dataclasses import replace
+
+    return replace(
+        Settings.from_env(),
+        database_url=database.url,
+        export_dir=export_dir,
+        export_ttl_seconds=ttl_seconds,
+    )
 
 
 def build_export(
@@ -121,19 +188,28 @@ def build_export(
     export_dir: Path,
     ttl_seconds: int,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    settings: Settings | None = None,
+    wait_seconds: float = SEQUENCER_WAIT_SECONDS,
 ) -> str:
-    """Write the export's CSV and mark it succeeded; return its final status.
+    """Write the export's file and mark it succeeded; return its final status.
 
-    A build that finds the export already moved on (succeeded, failed, expired), at the
-    start, during its rows or at the end, changes nothing and returns the status found.
+    ``settings`` sign the snapshot's checkpoint (its ``secret_key`` opens the stored
+    signing key); without them, ``default_settings``. A build that finds the export
+    already moved on (succeeded, failed, expired), at the start, while it waits for the
+    sequencer, during its rows or at the end, changes nothing and returns the status found.
     """
     with database.unit_of_work(write=True) as session:
         export = session.get(Export, export_id)
         if export is None or export.status not in exports.ACTIVE:
             return export.status if export is not None else "missing"
         flt = EventFilter.from_json(export.query)
-        org_id, max_event_id = export.org_id, export.max_event_id
-        total = count_events(session, org_id, flt, max_event_id)
+        org_id, fmt, mark = export.org_id, export.format or "csv", export.requested_xmax
+        tree_size = export.tree_size
+        # A restarted build keeps the snapshot its predecessor fixed.
+        total = (
+            count_events(session, org_id, flt, max_seq=tree_size) if tree_size is not None else None
+        )
         started = clock()
         claimed = exports.transition(
             session,
@@ -150,14 +226,36 @@ def build_export(
     if not claimed:
         return _status_of(database, export_id)
 
+    if tree_size is None:
+        settings = settings or default_settings(database, export_dir, ttl_seconds)
+        try:
+            tree_size = _fix_snapshot(
+                database, settings, export_id, org_id, flt, mark, clock, wait_seconds
+            )
+        except Superseded:
+            return _status_of(database, export_id)
+        if tree_size is None:
+            fail_export(
+                database,
+                export_id,
+                f"the log's sequencer did not number the events recorded before this export "
+                f"was requested within {wait_seconds:g} s; request the export again",
+                clock(),
+            )
+            return _status_of(database, export_id)
+
     export_dir.mkdir(parents=True, exist_ok=True)
-    final = export_dir / f"{export_id}.csv"
+    final = export_dir / f"{export_id}.{fmt}"
     partial = export_dir / f"{export_id}.{secrets.token_hex(8)}.part"
-    write_rows = _copy_rows if database.dialect == "postgresql" else _python_rows
+    if fmt == "jsonl":
+        write_rows: Callable[..., int] = _jsonl_rows
+    else:
+        write_rows = _copy_rows if database.dialect == "postgresql" else _python_rows
     try:
         with open(partial, "wb") as handle:
-            handle.write(HEADER)
-            written = write_rows(database, handle, export_id, org_id, flt, max_event_id, clock)
+            if fmt == "csv":
+                handle.write(HEADER)
+            written = write_rows(database, handle, export_id, org_id, flt, tree_size, clock)
             handle.flush()
             os.fsync(handle.fileno())
         finished = clock()
@@ -182,6 +280,111 @@ def build_export(
     finally:
         partial.unlink(missing_ok=True)
     return exports.SUCCEEDED if won else _status_of(database, export_id)
+
+
+def _await_sequencer(
+    database: Database,
+    settings: Settings,
+    export_id: str,
+    mark: int,
+    clock: Callable[[], datetime],
+    wait_seconds: float,
+) -> bool:
+    """Run the sequencer until its horizon passes ``mark``; False if that took too long.
+
+    Heart-beats while it waits; raises ``Superseded`` once the export is no longer running.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        with database.unit_of_work() as session:
+            if sequencer.horizon(session) >= mark:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        # Skipped when another pass holds the lock: that pass, or the next try, moves on.
+        sequencer.sequence_pending(database, settings)
+        with database.unit_of_work() as session:
+            if sequencer.horizon(session) >= mark:
+                return True
+        if not _report(database, export_id, 0, clock()):
+            raise Superseded(export_id)
+        time.sleep(SEQUENCER_POLL_SECONDS)
+
+
+def _fix_snapshot(
+    database: Database,
+    settings: Settings,
+    export_id: str,
+    org_id: str,
+    flt: EventFilter,
+    mark: int | None,
+    clock: Callable[[], datetime],
+    wait_seconds: float,
+) -> int | None:
+    """Store the export's tree size, its signed checkpoint and its row count; the size.
+
+    None if the sequencer did not get there in time. An export made before the log
+    existed (no mark) takes the tree as it stands once the backlog is numbered.
+    """
+    if mark is None:
+        sequencer.sequence_pending(database, settings)
+    elif not _await_sequencer(database, settings, export_id, mark, clock, wait_seconds):
+        return None
+    with database.unit_of_work(write=True) as session:
+        if mark is not None:
+            size = exports.snapshot_size(session, org_id, mark)
+        else:
+            size = tlog.tree_size(session, org_id)
+        # The log's own clock, not the export's (which a test may set in the past).
+        checkpoint = _checkpoint_of(session, settings, org_id, size, datetime.now(UTC))
+        total = count_events(session, org_id, flt, max_seq=size)
+        running = exports.transition(
+            session,
+            export_id,
+            (exports.RUNNING,),
+            tree_size=size,
+            checkpoint=checkpoint.note,
+            rows_total=total,
+            heartbeat_at=clock(),
+        )
+        session.commit()  # the checkpoint is good whoever builds the export
+    if not running:
+        raise Superseded(export_id)
+    return size
+
+
+def _checkpoint_of(
+    session: Any, settings: Settings, org_id: str, size: int, now: datetime
+) -> tlog.Checkpoint:
+    """``tlog.sign_checkpoint``, and the empty tree's checkpoint once the tree has grown.
+
+    An export requested before the organisation's first event holds the empty tree; a
+    checkpoint of size 0 needs no consistency with later ones (the empty tree is a prefix
+    of every tree), which ``sign_checkpoint``'s check cannot prove, so it is signed here.
+    """
+    if size > 0 or tlog.latest_checkpoint(session, org_id) is None:
+        return tlog.sign_checkpoint(session, settings, org_id, size, now)
+    existing = tlog.checkpoint_at(session, org_id, 0)
+    if existing is not None:
+        return existing
+    signer = tlog.active_signer(session, settings, now)
+    text = notes.checkpoint_text(tlog.log_origin(settings, org_id), 0, merkle.EMPTY_ROOT)
+    insert = dialect_insert(session)
+    session.execute(
+        insert(LogCheckpoint.__table__)
+        .values(
+            org_id=org_id,
+            tree_size=0,
+            root_hash=merkle.EMPTY_ROOT,
+            note=notes.sign_note(text, [signer]),
+            key_id=signer.key_id.hex(),
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+    )
+    found = tlog.checkpoint_at(session, org_id, 0)
+    assert found is not None
+    return found
 
 
 def _status_of(database: Database, export_id: str) -> str:
@@ -216,7 +419,7 @@ def _python_rows(
     export_id: str,
     org_id: str,
     flt: EventFilter,
-    max_event_id: int | None,
+    max_seq: int,
     clock: Callable[[], datetime],
 ) -> int:
     """Any database: rows through a server-side cursor, cells by ``csv_row``."""
@@ -228,7 +431,7 @@ def _python_rows(
     written = 0
     with database.unit_of_work() as reader:
         statement = events_page_statement(
-            database.dialect, org_id, flt, None, max_event_id=max_event_id
+            database.dialect, org_id, flt, None, max_seq=max_seq
         ).execution_options(yield_per=FETCH_BATCH)
         for row in reader.execute(statement):
             writer.writerow(csv_row(row))
@@ -240,13 +443,36 @@ def _python_rows(
     return written
 
 
+def _jsonl_rows(
+    database: Database,
+    handle: BinaryIO,
+    export_id: str,
+    org_id: str,
+    flt: EventFilter,
+    max_seq: int,
+    clock: Callable[[], datetime],
+) -> int:
+    """Any database: one event object per line, in the log's order (``jsonl_line``)."""
+    progress = Progress(database, export_id, clock)
+    written = 0
+    with database.unit_of_work() as reader:
+        statement = events_page_statement(
+            database.dialect, org_id, flt, None, max_seq=max_seq
+        ).execution_options(yield_per=FETCH_BATCH)
+        for row in reader.execute(statement):
+            handle.write(jsonl_line(row))
+            written += 1
+            progress.tick(written)
+    return written
+
+
 def _copy_rows(
     database: Database,
     handle: BinaryIO,
     export_id: str,
     org_id: str,
     flt: EventFilter,
-    max_event_id: int | None,
+    max_seq: int,
     clock: Callable[[], datetime],
 ) -> int:
     """PostgreSQL: the cells rendered by the server and streamed by COPY (storage.queries).
@@ -258,7 +484,7 @@ def _copy_rows(
     progress = Progress(database, export_id, clock)
     written = 0
     with database.unit_of_work() as reader:
-        query, params = csv_copy_query(reader, org_id, flt, max_event_id)
+        query, params = csv_copy_query(reader, org_id, flt, max_seq=max_seq)
         cursor = reader.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(query, params) as copy:
             for row in copy:
@@ -303,3 +529,125 @@ def expire_exports(database: Database, now: datetime) -> int:
     for path in paths:
         Path(path).unlink(missing_ok=True)
     return len(expired)
+
+
+# -- evidence -------------------------------------------------------------------------
+
+
+def is_complete(flt: EventFilter) -> bool:
+    """Whether an export with this filter holds its whole tree (no filter at all)."""
+    return flt == EventFilter()
+
+
+def evidence_chunks(database: Database, export: Export) -> Iterator[str]:
+    """The evidence of a built export, as pieces of one JSON document (it may be large).
+
+    ``{"format": "auditlog-evidence/1", "export_id", "export_format", "org_id",
+    "filters", "complete", "tree_size", "checkpoint", "rows_total", …}`` and then:
+
+    - complete (no filter): ``"leaf_hashes"``, the base64 leaf hash of every seq 1 …
+      tree_size, in seq order: they rebuild the checkpoint's root, and every event of the
+      tree must be in the file once;
+    - filtered: ``"rows"``, ``[{"line", "seq", "proof"}]`` in file order (``line`` is
+      the row's 1-based position among the file's rows, its line in a JSONL file), each
+      ``proof`` the base64 RFC 9162 inclusion proof of ``seq`` in the tree of tree_size;
+    - CSV exports also carry ``"events"``, the event object of each row in file order:
+      CSV cells do not hold a whole event, so the verifier hashes these objects and
+      compares each row with the cells ``event_cells`` renders from its object.
+
+    The rows are read again with the export's own query: the events are append-only and
+    the bound is a seq, so the query answers exactly the file's rows in the file's order.
+    """
+    flt = EventFilter.from_json(export.query)
+    size = int(export.tree_size or 0)
+    complete = is_complete(flt)
+    fmt = export.format or "csv"
+    head = {
+        "format": EVIDENCE_FORMAT,
+        "export_id": export.id,
+        "export_format": fmt,
+        "org_id": export.org_id,
+        "filters": export.filters,
+        "complete": complete,
+        "tree_size": size,
+        "checkpoint": export.checkpoint,
+        "rows_total": export.rows_written,
+    }
+    yield json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
+    if complete:
+        yield ',"leaf_hashes":['
+        yield from _leaf_hash_chunks(database, export.org_id, size)
+    else:
+        yield ',"rows":['
+        yield from _proof_chunks(database, export.org_id, flt, size)
+    yield "]"
+    if fmt == "csv":
+        yield ',"events":['
+        yield from _event_chunks(database, export.org_id, flt, size)
+        yield "]"
+    yield "}"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _leaf_hash_chunks(database: Database, org_id: str, size: int) -> Iterator[str]:
+    with database.unit_of_work() as session:
+        for first in range(1, size + 1, EVIDENCE_CHUNK):
+            last = min(size, first + EVIDENCE_CHUNK - 1)
+            hashes = tlog.leaf_hashes(session, org_id, first, last)
+            if len(hashes) != last - first + 1:
+                raise LookupError(f"{org_id}: leaves {first}..{last} are not all stored")
+            yield ("," if first > 1 else "") + ",".join(f'"{_b64(h)}"' for h in hashes)
+
+
+def _rows_of(session: Any, org_id: str, flt: EventFilter, size: int) -> Any:
+    dialect = session.get_bind().dialect.name
+    statement = events_page_statement(dialect, org_id, flt, None, max_seq=size)
+    return session.execute(statement.execution_options(yield_per=FETCH_BATCH))
+
+
+def _proof_chunks(database: Database, org_id: str, flt: EventFilter, size: int) -> Iterator[str]:
+    with database.unit_of_work() as rows, database.unit_of_work() as nodes:
+        batch: list[tuple[int, int]] = []
+        line = 0
+        for row in _rows_of(rows, org_id, flt, size):
+            line += 1
+            batch.append((line, int(row.seq)))
+            if len(batch) == EVIDENCE_CHUNK:
+                yield ("," if line > len(batch) else "") + _proved(nodes, org_id, size, batch)
+                batch = []
+        if batch:
+            yield ("," if line > len(batch) else "") + _proved(nodes, org_id, size, batch)
+
+
+def _proved(session: Any, org_id: str, size: int, batch: list[tuple[int, int]]) -> str:
+    """The rows of ``batch`` with their inclusion proofs, as JSON array items.
+
+    The nodes a batch's proofs read are fetched first, 500 a query; one cache per batch
+    keeps memory flat whatever the export's size.
+    """
+    wanted: set[tuple[int, int]] = set()
+    for _, seq in batch:
+        wanted.update(merkle.inclusion_nodes(seq - 1, size))
+    reader = tlog.NodeCache(session, org_id)
+    reader.prefetch(sorted(wanted))
+    items = []
+    for line, seq in batch:
+        proof = [_b64(h) for h in merkle.inclusion_proof(seq - 1, size, reader)]
+        items.append(json.dumps({"line": line, "seq": seq, "proof": proof}, separators=(",", ":")))
+    return ",".join(items)
+
+
+def _event_chunks(database: Database, org_id: str, flt: EventFilter, size: int) -> Iterator[str]:
+    with database.unit_of_work() as session:
+        items: list[str] = []
+        first = True
+        for row in _rows_of(session, org_id, flt, size):
+            items.append(json.dumps(event_document(row), ensure_ascii=False, separators=(",", ":")))
+            if len(items) == EVIDENCE_CHUNK:
+                yield ("" if first else ",") + ",".join(items)
+                items, first = [], False
+        if items:
+            yield ("" if first else ",") + ",".join(items)

@@ -51,7 +51,13 @@ def request_export(client, tenant, filters: dict[str, Any]) -> dict[str, Any]:
 
 def build(database, settings, export_id: str) -> None:
     assert (
-        build_export(database, export_id, settings.export_dir, settings.export_ttl_seconds)
+        build_export(
+            database,
+            export_id,
+            settings.export_dir,
+            settings.export_ttl_seconds,
+            settings=settings,
+        )
         == "succeeded"
     )
 
@@ -303,6 +309,7 @@ class TestLifecycle:
             settings.export_dir,
             settings.export_ttl_seconds,
             clock=lambda: long_ago,
+            settings=settings,
         )
         assert built == "succeeded"
         status = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
@@ -341,8 +348,102 @@ class TestLifecycle:
             ({"event_type": ["person.*", 3]}, 422),
             ({"ip": "nope"}, 422),
             ({"entity_id": "p1"}, 422),
+            ({"format": "xml"}, 422),
+            ({"format": ["csv"]}, 422),
+            ({"format": None}, 422),
         ],
     )
     def test_the_filters_follow_the_logs_400_and_422_rules(self, client, tenant, body, status):
         response = client.post("/v1/exports", json=body, headers=auth(tenant))
         assert response.status_code == status, response.json
+
+
+class TestSnapshotAndFormats:
+    def test_the_export_names_its_tree_size_and_checkpoint(
+        self, client, tenant, database, settings
+    ):
+        export = request_export(client, tenant, {"entity_type": "person"})
+        assert (export["format"], export["tree_size"], export["checkpoint"]) == ("csv", None, None)
+        assert export["filters"] == {"entity_type": "person"}
+        build(database, settings, export["id"])
+        done = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        everything = fetch_all(client, tenant, "/v1/events")
+        # Every event recorded before the request, all of them sequenced by the build.
+        assert done["tree_size"] == len(everything)
+        assert sorted(e["seq"] for e in everything) == list(range(1, len(everything) + 1))
+        checkpoint = client.get("/v1/log/checkpoint", headers=auth(tenant)).json
+        assert done["checkpoint"].startswith(f"{settings.log_origin}/{tenant.org_id}\n")
+        assert done["checkpoint"].split("\n")[1] == str(done["tree_size"])
+        assert checkpoint["tree_size"] >= done["tree_size"]
+
+    def test_later_events_stay_out_even_once_sequenced(
+        self, client, tenant, database, settings, publisher
+    ):
+        from worker.sequencer import sequence_pending
+
+        before = fetch_all(client, tenant, "/v1/events")
+        export = request_export(client, tenant, {"format": "jsonl"})
+        later = [
+            notification("person", f"late-{i}", occurred_at="2026-12-01T00:00:00Z")
+            for i in range(5)
+        ]
+        deliver(client, tenant, publisher, database, later)
+        sequence_pending(database, settings)
+        build(database, settings, export["id"])
+        done = client.get(f"/v1/exports/{export['id']}", headers=auth(tenant)).json
+        assert done["tree_size"] == len(before)
+        lines = download_jsonl(client, tenant, export["id"])
+        assert [line["id"] for line in lines] == [e["id"] for e in before]
+        assert max(line["seq"] for line in lines) == done["tree_size"]
+
+    def test_jsonl_holds_the_api_event_objects_in_the_logs_order(
+        self, client, tenant, database, settings
+    ):
+        for filters in EXPORT_FILTERS:
+            export = request_export(client, tenant, {**filters, "format": "jsonl"})
+            assert export["filters"] == filters and export["format"] == "jsonl"
+            build(database, settings, export["id"])
+            query = {k: ",".join(v) if isinstance(v, list) else v for k, v in filters.items()}
+            expected = fetch_all(client, tenant, "/v1/events", **query)
+            assert download_jsonl(client, tenant, export["id"]) == expected, filters
+            assert all(event["seq"] is not None for event in expected)
+        assert sorted(p.suffix for p in settings.export_dir.iterdir()) == [".jsonl"] * len(
+            EXPORT_FILTERS
+        )
+
+    def test_jsonl_lines_are_compact_utf8_json(self, client, database, settings, publisher):
+        tenant = make_tenant(database, settings)
+        deliver(
+            client,
+            tenant,
+            publisher,
+            database,
+            [notification("person", "p1", properties={"name": "Zoë \u2028 東京\n=1"})],
+        )
+        export = request_export(client, tenant, {"format": "jsonl"})
+        build(database, settings, export["id"])
+        with client.get(f"/v1/exports/{export['id']}/download", headers=auth(tenant)) as response:
+            assert response.status_code == 200
+            assert response.mimetype == "application/x-ndjson"
+            assert export["id"] + ".jsonl" in response.headers["Content-Disposition"]
+            body = response.data
+        import json
+
+        (line,) = body.decode("utf-8").split("\n")[:-1]  # U+2028 is no line end in JSONL
+        event = json.loads(line)
+        # Raw UTF-8 and U+2028 (ensure_ascii off), the newline escaped, nothing neutralised.
+        assert "Zoë \u2028 東京\\n=1".encode() in body
+        assert event["entity"]["name"] == "Zoë \u2028 東京\n=1"
+        assert (
+            body == (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        )
+
+
+def download_jsonl(client, tenant, export_id: str) -> list[dict[str, Any]]:
+    import json
+
+    status, body = fetch(client, f"/v1/exports/{export_id}/download", headers=auth(tenant))
+    assert status == 200
+    text = body.decode("utf-8")
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line) for line in text.split("\n")[:-1]]

@@ -58,9 +58,16 @@ def stored(database, export_id: str) -> Export:
 
 def build(database, settings, export_id: str, clock: Callable[[], datetime] | None = None) -> str:
     if clock is None:
-        return build_export(database, export_id, settings.export_dir, settings.export_ttl_seconds)
+        return build_export(
+            database, export_id, settings.export_dir, settings.export_ttl_seconds, settings=settings
+        )
     return build_export(
-        database, export_id, settings.export_dir, settings.export_ttl_seconds, clock=clock
+        database,
+        export_id,
+        settings.export_dir,
+        settings.export_ttl_seconds,
+        clock=clock,
+        settings=settings,
     )
 
 

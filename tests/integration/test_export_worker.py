@@ -90,3 +90,46 @@ class TestEmbeddedDefaults:
             assert response.status_code == 200
             assert response.data.decode("utf-8-sig").count("\n") == 31
         database.engine.dispose()
+
+    def test_a_jsonl_export_built_by_the_worker_verifies(self, tmp_path, sqlite_template, capsys):
+        """The task signs with the worker's own settings (its environment), which the
+        service's published key then verifies."""
+        import json
+
+        from api.cli import main
+
+        database_path = tmp_path / "auditlog.sqlite3"
+        shutil.copyfile(sqlite_template, database_path)
+        settings = make_settings(tmp_path / "var", database_url=f"sqlite:///{database_path}")
+        publisher = RecordingPublisher()
+        app = create_app(settings, publish=publisher)
+        database = app.extensions["auditlog"].database
+        client = app.test_client()
+        tenant = make_tenant(database, settings)
+        deliver(client, tenant, publisher, database, [notification() for _ in range(12)])
+        with celery_worker(settings) as worker:
+            export = client.post("/v1/exports", json={"format": "jsonl"}, headers=auth(tenant)).json
+            state, _ = watch(client, tenant, export["id"], timeout=60)
+            assert state["status"] == "succeeded", worker.output()[-3000:]
+        assert (state["format"], state["tree_size"], state["rows_written"]) == ("jsonl", 12, 12)
+        with client.get(state["download_url"]) as response:
+            assert response.mimetype == "application/x-ndjson"
+            (tmp_path / "export.jsonl").write_bytes(response.data)
+        evidence = client.get(f"/v1/exports/{export['id']}/evidence", headers=auth(tenant))
+        (tmp_path / "evidence.json").write_bytes(evidence.data)
+        (key,) = client.get("/v1/log/keys").json["keys"]
+        database.engine.dispose()
+        capsys.readouterr()
+        code = main(
+            [
+                "verify",
+                str(tmp_path / "export.jsonl"),
+                "--evidence",
+                str(tmp_path / "evidence.json"),
+                "--key",
+                key["vkey"],
+            ]
+        )
+        out, err = capsys.readouterr()
+        assert (code, err) == (0, "")
+        assert json.loads(out) == {"verified": 12, "tree_size": 12, "complete": True}
