@@ -67,7 +67,13 @@ def lock_waiting(session: Session, org_ids: set[str], mine: set[int], limit: int
     table = Notification.__table__
     rows = session.execute(
         select(table)
-        .where(table.c.status == QUEUED, table.c.org_id.in_(sorted(org_ids)))
+        # One that already failed is retried by its own message only: pulled into others'
+        # batches it would make each of them fail and be redone.
+        .where(
+            table.c.status == QUEUED,
+            table.c.attempts == 0,
+            table.c.org_id.in_(sorted(org_ids)),
+        )
         .order_by(table.c.pk)
         .limit(limit + len(mine))
         .with_for_update(skip_locked=True)
@@ -85,7 +91,8 @@ def process_notifications(
             batch = lock_queued(session, pks)
             if not batch:
                 return outcome
-            if catch_up and len(batch) < CATCH_UP:
+            retrying = any(row.attempts for row in batch)
+            if catch_up and not retrying and len(batch) < CATCH_UP:
                 mine = {row.pk for row in batch}
                 orgs = {row.org_id for row in batch}
                 waiting = lock_waiting(session, orgs, mine, CATCH_UP - len(batch))

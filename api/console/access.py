@@ -28,11 +28,14 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, marked Secure whenever the request itself was https."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return bool(request.is_secure) or super().get_cookie_secure(app)
+        public_https = str(app.config.get("AUDITLOG_PUBLIC_URL", "")).startswith("https:")
+        return bool(request.is_secure) or public_https or super().get_cookie_secure(app)
 
 
-def configure_sessions(app: Flask, secret_key: str) -> None:
+def configure_sessions(app: Flask, secret_key: str, public_url: str = "") -> None:
+    """Behind a TLS-terminating proxy ``PUBLIC_URL`` (https) keeps the cookie Secure."""
     app.secret_key = secret_key
+    app.config["AUDITLOG_PUBLIC_URL"] = public_url
     app.session_interface = ConsoleSessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE_NAME,
@@ -132,10 +135,6 @@ def viewer() -> Viewer:
 
 def check_csrf() -> None:
     """Every form that changes something carries the session's token: else 403."""
-    sent = request.form.get(CSRF_FIELD, "")
-    if not sent or not hmac.compare_digest(sent, viewer().csrf_token):
+    sent = request.form.get(CSRF_FIELD, "").encode("utf-8", "surrogatepass")
+    if not sent or not hmac.compare_digest(sent, viewer().csrf_token.encode()):
         abort(403, description="The form's security token is missing or wrong; nothing changed.")
-
-
-def outside_scope() -> None:
-    abort(404)

@@ -8,10 +8,11 @@ and an error message mean the same thing here as there.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -27,6 +28,7 @@ from flask import (
     url_for,
 )
 from marshmallow import ValidationError
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
@@ -36,7 +38,8 @@ from api.context import services
 from api.cursors import CursorRejected
 from api.logs import event_filter, page_of_events, state_of_record
 from api.schemas import AsOfQueryArgsSchema, LogQueryArgsSchema
-from storage import console, exports, queries
+from storage import console, exports, merkle, queries, tlog
+from storage.canonical import event_leaf
 from storage.catalog import ENTITY_TYPES, PROPERTY_EVENT_CODES, RELATIONSHIPS
 from storage.history import subject_of
 from storage.queries import EventFilter
@@ -106,8 +109,6 @@ def enter(token: str) -> Any:
             grant = console.open_link(db, runtime.settings.secret_key, token, datetime.now(UTC))
             db.commit()
     except console.LinkRejected as exc:
-        if session:
-            session.clear()  # whatever session this browser had ends here too
         page = render_template("console/link_rejected.html", reason=str(exc))
         return page, 403, {"Referrer-Policy": "no-referrer"}
     access.start_session(grant)
@@ -141,6 +142,20 @@ def rewindable(event: dict[str, Any]) -> bool:
 
 
 @blueprint.app_template_global()
+def this_page() -> str:
+    """This page's path, encoded again from its route (ids may hold ``?``, ``#`` or ``%``)."""
+    assert request.endpoint is not None
+    return url_for(request.endpoint, **(request.view_args or {}))
+
+
+@blueprint.app_template_global()
+def this_view() -> str:
+    """This page's path and query, as the export form names the view it exports."""
+    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "fragment"])
+    return this_page() + (f"?{query}" if query else "")
+
+
+@blueprint.app_template_global()
 def url_with(**changes: Any) -> str:
     """This page's URL with some parameters changed (None removes one); paging restarts."""
     query = {key: value for key, value in request.args.items() if key != "cursor"}
@@ -149,9 +164,7 @@ def url_with(**changes: Any) -> str:
             query.pop(key, None)
         else:
             query[key] = value
-    assert request.endpoint is not None
-    path = url_for(request.endpoint, **(request.view_args or {}))
-    return path + ("?" + urlencode(query) if query else "")
+    return this_page() + ("?" + urlencode(query) if query else "")
 
 
 @blueprint.app_context_processor
@@ -201,7 +214,7 @@ class Listing:
             return None
         query = {k: v for k, v in request.args.items() if k not in ("live", "fragment")}
         query["cursor"] = self.next_cursor
-        return f"{request.path}?{urlencode(query)}"
+        return f"{this_page()}?{urlencode(query)}"
 
     def filters_echo(self) -> dict[str, Any]:
         return {k: v for k, v in self.raw.items() if k not in ("cursor", "limit")}
@@ -240,6 +253,9 @@ def scope_of_view(endpoint: str, view_args: dict[str, Any], tab: str | None) -> 
         if not current.sees_record(entity_type, entity_id):
             abort(404)
         if entity_type == "person" and tab == "activity":
+            # What the person did concerns other records: not part of a record's scope.
+            if not current.whole_organisation:
+                abort(404)
             return (), (entity_id,)
         return ((entity_type, entity_id),), ()
     if endpoint == "console.actor":
@@ -347,7 +363,7 @@ def _visible_event(event_id: str) -> tuple[Any, dict[str, Any]]:
     if row is None:
         abort(404)
     document = queries.event_document(row)
-    if not viewer().sees_event(document):
+    if not viewer().sees_event(document) and document["id"] not in session.get("restored", []):
         abort(404)
     return row, document
 
@@ -359,8 +375,35 @@ def event(event_id: str) -> Any:
     return render_template(
         "console/event.html",
         event=document,
+        proof=inclusion_of(document),
         restored=request.args.get("restored") == "1",
     )
+
+
+def inclusion_of(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The event's inclusion in the latest signed checkpoint, checked here and now.
+
+    None while the event has no seq yet or no checkpoint covers it. The proof is verified
+    against the checkpoint's root from the leaf recomputed from the event as shown, so the
+    page says "verified" only if what it shows is what was signed.
+    """
+    seq = document.get("seq")
+    if seq is None:
+        return None
+    org = viewer().org_id
+    with services().database.unit_of_work() as db:
+        checkpoint = tlog.latest_checkpoint(db, org)
+        if checkpoint is None or checkpoint.tree_size < seq:
+            return None
+        hashes = merkle.inclusion_proof(seq - 1, checkpoint.tree_size, tlog.NodeCache(db, org))
+    leaf = merkle.leaf_hash(event_leaf(document))
+    return {
+        "checkpoint": checkpoint,
+        "hashes": [base64.b64encode(h).decode() for h in hashes],
+        "verified": merkle.verify_inclusion(
+            seq - 1, checkpoint.tree_size, leaf, hashes, checkpoint.root_hash
+        ),
+    }
 
 
 # -- rewind -----------------------------------------------------------------------------
@@ -412,6 +455,9 @@ def rewind(event_id: str) -> Any:
             )
         else:
             if restored is not None:
+                # Its actor is the viewer, which an actor-scoped session may not otherwise see.
+                remembered = [restored["id"]] + list(session.get("restored", []))
+                session["restored"] = remembered[:REMEMBERED_EXPORTS]
                 return redirect(
                     url_for("console.event", event_id=restored["id"], restored="1"), 303
                 )
@@ -442,12 +488,13 @@ def _view_of(url: str) -> tuple[str, dict[str, Any], dict[str, str]]:
         abort(400, description="The export names a page outside the console.")
     adapter = current_app.url_map.bind("localhost")
     try:
-        endpoint, view_args = adapter.match(parts.path, method="GET")
+        endpoint, view_args = adapter.match(unquote(parts.path), method="GET")
     except HTTPException:
         abort(400, description="The export names no page of the console.")
     if endpoint not in ("console.log", "console.record", "console.actor"):
         abort(400, description="Only a list of events can be exported.")
-    return str(endpoint), dict(view_args), dict(parse_qsl(parts.query))
+    # The first value of a repeated parameter, as the page itself reads it.
+    return str(endpoint), dict(view_args), MultiDict(parse_qsl(parts.query)).to_dict()
 
 
 @blueprint.route("/exports", methods=["POST"])
@@ -501,19 +548,19 @@ def export(export_id: str) -> Any:
         if request.args.get("fragment") == "status"
         else "console/export.html"
     )
-    return render_template(template, export=found, now=datetime.now(UTC), rfc3339=rfc3339)
+    return render_template(
+        template, export=found, status=exports.status_at(found, datetime.now(UTC)), rfc3339=rfc3339
+    )
 
 
 @blueprint.route("/exports/<export_id>/download")
 def download_export(export_id: str) -> Any:
     found = _own_export(export_id)
-    expired = found.status == exports.EXPIRED or (
-        found.expires_at is not None and found.expires_at <= datetime.now(UTC)
-    )
-    if expired:
+    status = exports.status_at(found, datetime.now(UTC))
+    if status == exports.EXPIRED:
         abort(410, description="This export has expired; start a new one.")
-    if found.status != exports.SUCCEEDED or not found.file_path:
-        abort(409, description=f"The export is {found.status}.")
+    if status != exports.SUCCEEDED or not found.file_path:
+        abort(409, description=f"The export is {status}.")
     path = Path(found.file_path)
     if not path.exists():
         abort(410, description="This export's file is gone; start a new one.")

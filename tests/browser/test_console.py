@@ -23,6 +23,7 @@ from api.app import create_app
 from tests.browser.harness import axe_violations, screenshot, set_timezone
 from tests.factories import console_story, make_tenant, notification, record_now
 from worker.exports import build_export
+from worker.sequencer import sequence_pending
 
 ZONE = "America/New_York"
 
@@ -35,6 +36,7 @@ def app(settings, database, publisher):  # type: ignore[no-untyped-def]
         threading.Thread(
             target=build_export,
             args=(database, export_id, settings.export_dir, settings.export_ttl_seconds),
+            kwargs={"settings": settings},
             daemon=True,
         ).start()
 
@@ -337,6 +339,23 @@ class TestAnActorAndAnEvent:
             "Single sign-on enforced"
             in browser.find_element(By.CSS_SELECTOR, "details.value-long[open] pre").text
         )
+        assert "Not sequenced yet" in browser.find_element(By.TAG_NAME, "main").text
+        assert_accessible(browser)
+
+    def test_an_event_page_shows_its_proof_in_the_signed_log(
+        self, browser, live_server, story, database, settings
+    ):
+        sequence_pending(database, settings)
+        open_link(browser, live_server, story)
+        event = api(live_server, story, "/v1/events?event_type=person.property_updated")
+        first = event["events"][0]
+        browser.get(f"{live_server.url}/console/events/{first['id']}")
+        main = browser.find_element(By.TAG_NAME, "main").text
+        assert browser.find_elements(By.CSS_SELECTOR, "section .banner-success"), main
+        banner = browser.find_element(By.CSS_SELECTOR, "section .banner-success").text
+        size = api(live_server, story, "/v1/log/checkpoint")["tree_size"]
+        assert f"Verified in checkpoint {size:,}" in banner
+        assert f"event {first['seq']:,} is in the tree" in banner
         assert_accessible(browser)
 
 

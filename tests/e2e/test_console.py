@@ -325,3 +325,86 @@ class TestForms:
         stranger = client.application.test_client()
         enter(stranger, story, permissions=["export"])
         assert stranger.get(location).status_code == 404
+
+
+class TestFoundInReview:
+    def test_a_record_scoped_person_session_does_not_see_that_persons_activity(self, client, story):
+        enter(client, story, scope={"entity": {"type": "person", "id": "p-admin"}})
+        page = client.get("/console/entities/person/p-admin")
+        assert page.status_code == 200 and b"?tab=activity" not in page.data
+        assert client.get("/console/entities/person/p-admin?tab=activity").status_code == 404
+
+    def test_clear_filters_keeps_the_page_and_its_tab(self, client, story):
+        enter(client, story)
+        page = client.get("/console/?entity_type=person&actor_id=p-admin").data.decode()
+        link = re.search(r'class="clear" href="([^"]+)"', page).group(1)
+        assert link.replace("&amp;", "&") == "/console/?entity_type=person"
+
+    def test_an_id_with_a_question_mark_keeps_its_forms_on_its_own_page(
+        self, client, tenant, database
+    ):
+        from tests.factories import notification
+
+        record_now(client, tenant, database, notification("person", "a?b#c%41"))
+        enter(client, tenant, permissions=["export"])
+        page = client.get("/console/entities/person/a%3Fb%23c%2541")
+        assert page.status_code == 200
+        html = page.data.decode()
+        assert 'action="/console/entities/person/a%3Fb%23c%2541"' in html
+        view = re.search(r'name="view" value="([^"]+)"', html).group(1)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        created = client.post("/console/exports", data={"csrf_token": token, "view": view})
+        export_id = created.headers["Location"].rsplit("/", 1)[1]
+        api = client.get(f"/v1/exports/{export_id}", headers=auth(tenant)).get_json()
+        assert api["filters"]["entity_id"] == "a?b#c%41"
+
+    def test_a_non_ascii_csrf_token_is_403(self, client, story):
+        enter(client, story, permissions=["export"])
+        response = client.post("/console/exports", data={"csrf_token": "é", "view": "/console/"})
+        assert response.status_code == 403
+
+    @pytest.mark.parametrize(
+        "event_id", ["evt_ffffffffffffffff", "evt_+fffffffffffffff", "evt_0x00000000000001"]
+    )
+    def test_an_id_that_is_not_an_event_id_is_404(self, client, story, event_id):
+        enter(client, story)
+        assert client.get(f"/console/events/{event_id}").status_code == 404
+
+    @pytest.mark.parametrize(
+        "path, status",
+        [
+            ("/console/entities/person/a%00", 404),
+            ("/console/actors/%00", 404),
+            ("/console/?actor_id=%00", 422),
+            ("/v1/entities/person/a%00", 404),
+            ("/v1/events?actor_id=a%00b", 422),
+        ],
+    )
+    def test_a_nul_anywhere_in_a_url_is_refused_cleanly(self, client, story, path, status):
+        enter(client, story)
+        assert client.get(path, headers=auth(story)).status_code == status
+
+    def test_an_actor_scoped_rewind_lands_on_its_new_event(self, client, story):
+        enter(
+            client,
+            story,
+            scope={"actor_id": "p-admin"},
+            permissions=["restore"],
+            viewer={"id": "p-9", "name": "Auditor"},
+        )
+        page = client.get("/console/actors/p-admin").data.decode()
+        event_id = next(
+            e
+            for e in event_ids(page.encode())
+            if "Rewind title" in client.get(f"/console/events/{e}").data.decode()
+        )
+        form = client.get(f"/console/events/{event_id}/rewind").data.decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        done = client.post(f"/console/events/{event_id}/rewind", data={"csrf_token": token})
+        assert done.status_code == 303
+        assert client.get(done.headers["Location"]).status_code == 200
+
+    def test_a_rejected_link_leaves_the_browsers_session_alone(self, client, story):
+        enter(client, story)
+        assert client.get("/console/enter/not-a-link").status_code == 403
+        assert client.get("/console/").status_code == 200
