@@ -1,4 +1,4 @@
-"""The ``auditlog`` command (CONTRACT §2): one JSON object on stdout, errors on stderr."""
+"""The ``auditlog`` command: one JSON object on stdout, errors on stderr."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exports (CONTRACT §6): queue one, watch its progress, download it and its evidence."""
+"""Exports: queue one, watch its progress, download it and its evidence."""
 
 from __future__ import annotations
 

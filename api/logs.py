@@ -1,4 +1,4 @@
-"""The read API (CONTRACT §5): the log three ways, the catalog, records, restore, notifications."""
+"""The read API: the log three ways, the catalog, records, restore, notifications."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request and response schemas of the read API (CONTRACT §5), and so of its OpenAPI document."""
+"""Request and response schemas of the read API, and so of its OpenAPI document."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ nothing a parser can raise escapes as a 500. There are two kinds of refusal:
   the parser's RecursionError is caught).
 - ``ValuesRefused`` (422; a ``BodyRejected`` too, so a caller that only knows the parent
   still refuses): well-formed JSON holding values that no store can hold the same way on
-  PostgreSQL and SQLite, which CONTRACT §3 lists among validation failures: numbers that
+  PostgreSQL and SQLite, which the webhook refuses as validation failures: numbers that
   are not I-JSON (RFC 7493 §2.2: an integer beyond ±(2^53 − 1), a number that overflows a
   double such as ``1e999``), and strings or object keys holding a lone surrogate
   (``"\\ud800"``: not Unicode, so not encodable as UTF-8 at all). An integer's digits are

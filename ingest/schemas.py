@@ -1,4 +1,4 @@
-"""The notification object (CONTRACT §3), validated with marshmallow.
+"""The notification object, validated with marshmallow.
 
 ``NotificationSchema().load`` returns a normalised notification: timestamps as aware UTC
 datetimes, relationship lists de-duplicated, ``null`` properties of a snapshot dropped

@@ -1,6 +1,6 @@
 """The vocabulary every room shares: entity types, relationships and the event catalog.
 
-CONTRACT §3 and §4. Codes and labels are fixed: clients are written against them.
+The codes and labels are fixed: clients are written against them.
 """
 
 from __future__ import annotations

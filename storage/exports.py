@@ -21,7 +21,7 @@ from storage.queries import EventFilter, latest_event_id
 QUEUED, RUNNING, SUCCEEDED, FAILED, EXPIRED = "queued", "running", "succeeded", "failed", "expired"
 #: The states a build may still move an export out of.
 ACTIVE = (QUEUED, RUNNING)
-#: What an export's file holds: CSV cells (CONTRACT §6), or one event object per line.
+#: What an export's file holds: CSV cells, or one event object per line.
 FORMATS = ("csv", "jsonl")
 MEDIA_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 

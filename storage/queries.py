@@ -443,7 +443,7 @@ def csv_copy_query(
     max_event_id: int | None = None,
     max_seq: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """PostgreSQL: ``COPY (…) TO STDOUT WITH CSV`` writing CONTRACT §6's cells itself.
+    """PostgreSQL: ``COPY (…) TO STDOUT WITH CSV`` writing the export's CSV cells itself.
 
     The same filtered, ordered page query as the API, wrapped in two projections: the
     inner renders each cell once (``OFFSET 0`` keeps the planner from copying those

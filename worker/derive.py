@@ -53,7 +53,7 @@ def actor_of(payload: dict[str, Any], sender: Sender) -> dict[str, Any]:
 
 
 def event_record(derived: DerivedEvent, payload: dict[str, Any], sender: Sender) -> dict[str, Any]:
-    """The public event object of CONTRACT §4, less ``id`` and ``recorded_at``."""
+    """The public event object, less ``id`` and ``recorded_at``."""
     entity_type, entity_id = derived.entity
     return {
         "type": derived.type,

@@ -1,6 +1,6 @@
 """The diff: given the stored state and a notification, what events and what new state?
 
-Pure code over plain data (CONTRACT §3 "Ordering" and §4): no session, no Flask, no Celery.
+Pure code over plain data (README: How changes become events): no session, no Flask, no Celery.
 ``apply`` mutates the in-memory ``World`` it is given and returns the derived events; the
 recorder loads a World from the database, applies a batch, and writes back what is dirty.
 

@@ -1,4 +1,4 @@
-"""Building exports (CONTRACT §6): streamed, snapshot-bounded, renamed into place at the end.
+"""Building exports: streamed, snapshot-bounded, renamed into place at the end.
 
 An export's snapshot is a size of its organisation's log: the build waits until the
 sequencer has numbered every event recorded before the request (``requested_xmax``), takes

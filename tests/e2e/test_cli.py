@@ -1,4 +1,4 @@
-"""The ``auditlog`` console script through a subprocess (CONTRACT §2)."""
+"""The ``auditlog`` console script through a subprocess."""
 
 from __future__ import annotations
 

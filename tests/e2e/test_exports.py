@@ -1,4 +1,4 @@
-"""Exports through HTTP (CONTRACT §6), built by the worker's function, on SQLite and PostgreSQL."""
+"""Exports through HTTP, built by the worker's function, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

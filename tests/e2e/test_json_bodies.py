@@ -1,4 +1,4 @@
-"""Every endpoint that takes a JSON body, fuzzed with what no store can hold (CONTRACT §3).
+"""Every endpoint that takes a JSON body, fuzzed with what no store can hold.
 
 The webhook, ``POST /v1/exports`` and restore all read their body with ingest.body's decoder:
 400 for a body that is not JSON (nesting bombs included), 422 with the field's path for

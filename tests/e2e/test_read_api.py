@@ -1,4 +1,4 @@
-"""The read API through HTTP (CONTRACT §5), on SQLite and PostgreSQL."""
+"""The read API through HTTP, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

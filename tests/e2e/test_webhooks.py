@@ -1,4 +1,4 @@
-"""The webhook receiver through HTTP (CONTRACT §3), on SQLite and PostgreSQL."""
+"""The webhook receiver through HTTP, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ class TestPublishing:
 
 
 class TestRejections:
-    """Every 4xx row of CONTRACT §3, each storing nothing."""
+    """Every 4xx the webhook can answer, each storing nothing."""
 
     def assert_error(self, response, status: int, code: str | None = None) -> None:
         assert response.status_code == status, response.json

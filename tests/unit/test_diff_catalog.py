@@ -1,4 +1,4 @@
-"""Every event code of CONTRACT §4, seed and extensions, and every origin variant.
+"""Every event code of the catalog, seed and extensions, and every origin variant.
 
 Each row: notifications that set the scene, the notification under test, and the exact
 events it must derive (type, entity, targets, property, old value, new value). Every

@@ -1,4 +1,4 @@
-"""The rules of CONTRACT §3 "Ordering" and §4 beyond one code each: pure, nothing running."""
+"""The ordering and derivation rules beyond one code each: pure, nothing running."""
 
 from __future__ import annotations
 

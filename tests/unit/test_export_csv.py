@@ -1,4 +1,4 @@
-"""CSV cells of CONTRACT §6, as pure functions."""
+"""CSV cells of exports, as pure functions."""
 
 from __future__ import annotations
 

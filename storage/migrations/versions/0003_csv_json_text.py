@@ -1,6 +1,6 @@
 """A compact JSON text function, so that PostgreSQL itself can write export CSV cells.
 
-``jsonb::text`` separates with ", " and ": "; CONTRACT §6 wants compact JSON, the form
+``jsonb::text`` separates with ", " and ": "; exports want compact JSON, the form
 Python's ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` writes.
 
 Revision ID: 0003
