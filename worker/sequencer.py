@@ -16,6 +16,7 @@ lock); beat runs it every second as a backstop, and signs checkpoints that are d
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,8 @@ events = Event.__table__
 LOCK_KEY = 0x0061756469746C6F67 & 0x7FFFFFFFFFFFFFFF
 #: Events numbered per transaction at most; a longer backlog takes several runs.
 BATCH = 5000
+#: How long one caller keeps draining commits that land while it sequences.
+DRAIN_SECONDS = 2.0
 #: A tree that grew is checkpointed at least this often.
 CHECKPOINT_EVERY = timedelta(seconds=10)
 
@@ -167,9 +170,15 @@ def run(session: Session, settings: Settings, now: datetime) -> Sequenced:
 def sequence_pending(
     database: Database, settings: Settings, now: datetime | None = None
 ) -> Sequenced:
-    """Sequencer passes, one transaction each, until the backlog is done or another run
-    holds the lock (that run, or beat's next, takes what is left)."""
+    """Sequencer passes, one transaction each, until one finds nothing new, another run
+    holds the lock, or ``DRAIN_SECONDS`` have passed.
+
+    A run skipped for the lock leaves its events to the run holding it: that run keeps
+    taking new passes (each a fresh snapshot, which sees what committed during the last)
+    while they find events, so a burst of commits is numbered without waiting for beat.
+    """
     total = Sequenced()
+    started = time.monotonic()
     while True:
         moment = now or datetime.now(UTC)
         with database.unit_of_work(write=True) as session:
@@ -179,7 +188,9 @@ def sequence_pending(
         total.grown.update(outcome.grown)
         total.checkpoints += outcome.checkpoints
         total.locked_out = outcome.locked_out
-        if outcome.locked_out or outcome.events < BATCH:
+        if outcome.locked_out or not outcome.events:
+            return total
+        if time.monotonic() - started > DRAIN_SECONDS:
             return total
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storage.canonical import EVENT_KEYS, canonical_json, event_leaf
 
@@ -199,3 +202,34 @@ class TestEventLeaves:
     def test_an_event_that_is_not_an_object_is_refused(self):
         with pytest.raises(ValueError):
             event_leaf([("id", 1)])  # type: ignore[arg-type]
+
+
+#: JSON values as the log holds them, floats included, text from every plane.
+_texts = st.text(st.characters(codec=None), max_size=6)
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _texts,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_texts, children, max_size=4),
+    max_leaves=20,
+)
+
+
+class TestTheFastPathIsTheReference:
+    @settings(max_examples=1000, deadline=None)
+    @given(_json_values)
+    def test_canonical_json_equals_the_rfc8785_package_for_any_value(self, value):
+        try:
+            expected = rfc8785.dumps(value)
+        except (rfc8785.CanonicalizationError, UnicodeEncodeError):  # a lone surrogate
+            with pytest.raises(ValueError):
+                canonical_json(value)
+            return
+        assert canonical_json(value) == expected
+
+    def test_keys_beyond_the_basic_plane_sort_by_utf16_code_units(self):
+        value = {"\U00010000": 1, "\ue000": 2}
+        assert canonical_json(value) == rfc8785.dumps(value)
+        assert canonical_json(value).index("\ue000".encode()) > 0
