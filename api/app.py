@@ -12,8 +12,10 @@ from api.errors import register_error_handlers, reject
 from api.exports import blp as exports_blueprint
 from api.feed import blp as feed_blueprint
 from api.feed import keys_blp as log_keys_blueprint
+from api.health import blueprint as health_blueprint
 from api.limits import install_limits
 from api.logs import blp as logs_blueprint
+from api.metrics import blueprint as metrics_blueprint
 from api.rest import create_api
 from api.webhooks import blueprint as webhooks_blueprint
 from ingest.schemas import NotificationBatchSchema, NotificationSchema
@@ -52,6 +54,10 @@ def create_app(
     api.register_blueprint(log_keys_blueprint)
     # The console's pages are HTML for people, not part of the OpenAPI document.
     app.register_blueprint(console_blueprint)
+    # Probes and metrics (no key, no rate limit, not in the OpenAPI document); the metrics
+    # blueprint also counts every response of the app.
+    app.register_blueprint(health_blueprint)
+    app.register_blueprint(metrics_blueprint)
     configure_sessions(app, settings.secret_key, settings.public_url)
     install_limits(
         app,
