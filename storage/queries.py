@@ -218,6 +218,28 @@ def latest_event_id(session: Session) -> int:
     return int(session.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0)
 
 
+#: Integers a double holds exactly; JSON numbers are doubles (I-JSON, RFC 8785).
+EXACT_INTEGER = 2**53 - 1
+
+
+def as_json_number(value: Any) -> Any:
+    """``value`` with integers beyond a double's exact range turned back into floats.
+
+    Ingest refuses such integers, but PostgreSQL's jsonb rewrites an accepted float such
+    as ``1e16`` as ``10000000000000000``, which reads back as a Python int: as a float it is
+    the number that was sent, and it has a canonical form.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return float(value) if abs(value) > EXACT_INTEGER else value
+    if isinstance(value, dict):
+        return {key: as_json_number(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_json_number(item) for item in value]
+    return value
+
+
 def event_document(row: Any, seq: int | None = None) -> dict[str, Any]:
     """The public event object of an ``events`` row.
 
@@ -235,8 +257,8 @@ def event_document(row: Any, seq: int | None = None) -> dict[str, Any]:
         "entity": {"type": row.entity_type, "id": row.entity_id, "name": row.entity_name},
         "targets": row.targets,
         "property": row.property,
-        "old_value": row.old_value,
-        "new_value": row.new_value,
+        "old_value": as_json_number(row.old_value),
+        "new_value": as_json_number(row.new_value),
         "actor": {
             "type": row.actor_type,
             "id": row.actor_id,
@@ -247,7 +269,7 @@ def event_document(row: Any, seq: int | None = None) -> dict[str, Any]:
         "origin": row.origin,
         "source_id": row.source_id,
         "notification_id": row.notification_id,
-        "details": row.details or {},
+        "details": as_json_number(row.details or {}),
         "seq": None if seq is None else int(seq),
     }
 

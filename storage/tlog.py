@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, select, tuple_, update
+from sqlalchemy import Row, Table, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from storage import merkle, notes
@@ -25,6 +25,10 @@ from storage.settings import Settings
 events: Table = Event.__table__  # type: ignore[assignment]
 leaves: Table = LogLeaf.__table__  # type: ignore[assignment]
 nodes: Table = LogNode.__table__  # type: ignore[assignment]
+
+
+#: The advisory lock under which a first signing key is generated ("logkey").
+KEY_LOCK = 0x6C6F676B6579
 
 
 class NodeCache:
@@ -269,6 +273,9 @@ def active_signer(session: Session, settings: Settings, now: datetime) -> notes.
         if session.get(LogKey, signer.key_id.hex()) is None:
             _store_key(session, settings, signer, None, now)
         return signer
+    if session.get_bind().dialect.name == "postgresql":
+        # Web, worker and beat may all need the first key at once: one makes it.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": KEY_LOCK})
     row = session.scalars(
         select(LogKey)
         .where(LogKey.retired_at.is_(None), LogKey.private_key_encrypted.is_not(None))

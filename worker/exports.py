@@ -337,6 +337,9 @@ def _fix_snapshot(
             size = tlog.tree_size(session, org_id)
         # The log's own clock, not the export's (which a test may set in the past).
         checkpoint = _checkpoint_of(session, settings, org_id, size, datetime.now(UTC))
+        # Committed before the count: it holds the tree's row, which the sequencer waits on.
+        session.commit()
+    with database.unit_of_work(write=True) as session:
         total = count_events(session, org_id, flt, max_seq=size)
         running = exports.transition(
             session,

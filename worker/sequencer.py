@@ -16,6 +16,7 @@ lock); beat runs it every second as a backstop, and signs checkpoints that are d
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from storage.queries import event_document
 from storage.settings import Settings
 
 events = Event.__table__
+log = logging.getLogger(__name__)
 
 #: The advisory lock that makes one sequencer run at a time ("auditlog" in ASCII).
 LOCK_KEY = 0x0061756469746C6F67 & 0x7FFFFFFFFFFFFFFF
@@ -134,6 +136,14 @@ def sequence_events(session: Session, now: datetime, limit: int = BATCH) -> Sequ
     rows, horizon = _pending(session, state, limit)
     if len(rows) < limit:
         state.horizon = max(state.horizon, horizon)
+    elif rows:
+        # A full batch ends inside the last row's transaction at the latest: everything
+        # before it is numbered, so the horizon moves under a backlog too.
+        last = rows[-1]
+        reached = (
+            int(last.txid or 0) if session.get_bind().dialect.name == "postgresql" else last.id
+        )
+        state.horizon = max(state.horizon, reached)
     if not rows:
         return outcome
     by_org: dict[str, list[Any]] = defaultdict(list)
@@ -159,12 +169,27 @@ def sign_due_checkpoints(
     return signed
 
 
-def run(session: Session, settings: Settings, now: datetime) -> Sequenced:
-    """One sequencer pass and the checkpoints that are due, in one transaction."""
-    outcome = sequence_events(session, now)
-    if not outcome.locked_out:
-        outcome.checkpoints = sign_due_checkpoints(session, settings, now)
-    return outcome
+def sign_due_checkpoints_apart(
+    database: Database, settings: Settings, now: datetime
+) -> list[tuple[str, int]]:
+    """``sign_due_checkpoints``, each organisation in a transaction of its own.
+
+    A checkpoint that cannot be signed (a tree inconsistent with its last checkpoint, a key
+    that does not open) is logged and left for the next pass; it never undoes sequencing,
+    nor another organisation's checkpoint.
+    """
+    signed = []
+    with database.unit_of_work() as session:
+        due = tlog.due_for_checkpoint(session, now - CHECKPOINT_EVERY)
+    for org_id, size in due:
+        try:
+            with database.unit_of_work(write=True) as session:
+                tlog.sign_checkpoint(session, settings, org_id, size, now)
+                session.commit()
+            signed.append((org_id, size))
+        except Exception:
+            log.exception("could not sign %s's checkpoint of size %d", org_id, size)
+    return signed
 
 
 def sequence_pending(
@@ -182,8 +207,10 @@ def sequence_pending(
     while True:
         moment = now or datetime.now(UTC)
         with database.unit_of_work(write=True) as session:
-            outcome = run(session, settings, moment)
+            outcome = sequence_events(session, moment)
             session.commit()
+        if not outcome.locked_out:
+            outcome.checkpoints = sign_due_checkpoints_apart(database, settings, moment)
         total.events += outcome.events
         total.grown.update(outcome.grown)
         total.checkpoints += outcome.checkpoints

@@ -206,3 +206,39 @@ def _naive(hashes, level, index):
 def tlog_checkpoint(database, org_id, size):
     with database.unit_of_work() as session:
         return tlog.checkpoint_at(session, org_id, size)
+
+
+class TestFoundInReview:
+    def test_a_float_that_jsonb_turns_into_a_big_integer_is_sequenced(
+        self, client, tenant, database, settings
+    ):
+        record_now(client, tenant, database, notification(properties={"name": "A", "n": 1e16}))
+        record_now(client, tenant, database, notification(properties={"name": "B"}))
+        outcome = sequencer.sequence_pending(database, settings)
+        delivered = follow(client, tenant)
+        assert outcome.events == len(delivered) >= 2
+        created = next(e for e in delivered if e["new_value"] and e["new_value"].get("n"))
+        assert created["new_value"]["n"] == 1e16
+
+    def test_a_checkpoint_that_cannot_be_signed_does_not_undo_sequencing(
+        self, client, tenant, database, settings
+    ):
+        import dataclasses
+
+        record_now(client, tenant, database, notification())
+        broken = dataclasses.replace(settings, log_signing_key="PRIVATE+KEY+not+a+key")
+        outcome = sequencer.sequence_pending(database, broken)
+        assert outcome.events >= 1 and outcome.checkpoints == []
+        assert [e["seq"] for e in follow(client, tenant)] == list(range(1, outcome.events + 1))
+        assert client.get("/v1/log/checkpoint", headers=auth(tenant)).status_code == 404
+        assert sequencer.sequence_pending(database, settings).checkpoints
+
+    def test_the_horizon_moves_under_a_backlog_too(self, client, tenant, database, settings):
+        from datetime import UTC, datetime
+
+        record_now(client, tenant, database, *[notification() for _ in range(3)])
+        with database.unit_of_work(write=True) as session:
+            sequencer.sequence_events(session, datetime.now(UTC), limit=1)
+            session.commit()
+        with database.unit_of_work() as session:
+            assert 0 < sequencer.horizon(session)
