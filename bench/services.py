@@ -17,6 +17,8 @@ from sqlalchemy import create_engine, text
 from storage.settings import normalise_database_url
 
 BIN = Path(sys.executable).parent
+#: The fixed secret key of every process a run starts (and of the exporting process).
+SECRET_KEY = "bench-secret-key"
 
 
 def free_port() -> int:
@@ -123,7 +125,10 @@ def gunicorn(env: dict[str, str], workers: int, log: Path) -> tuple[Process, int
     raise RuntimeError(f"gunicorn did not start:\n{process.output()[-2000:]}")
 
 
-def celery_worker(app: str, env: dict[str, str], concurrency: int, log: Path) -> Process:
+def celery_worker(
+    app: str, env: dict[str, str], concurrency: int, log: Path, beat: bool = False
+) -> Process:
+    """A worker of ``concurrency`` processes; with ``beat``, beat runs inside it (``--beat``)."""
     process = Process(
         [
             str(BIN / "celery"),
@@ -139,7 +144,8 @@ def celery_worker(app: str, env: dict[str, str], concurrency: int, log: Path) ->
             "--without-heartbeat",
             "--hostname",
             f"bench-{uuid.uuid4().hex[:6]}@%h",
-        ],
+        ]
+        + (["--beat"] if beat else []),
         env,
         log,
     )
