@@ -54,9 +54,12 @@ class Sequenced:
     locked_out: bool = False
 
 
-def _take_lock(session: Session) -> bool:
+def _take_lock(session: Session, wait: bool) -> bool:
     if session.get_bind().dialect.name != "postgresql":
         return True  # the caller's BEGIN IMMEDIATE already excludes every other writer
+    if wait:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        return True
     return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}))
 
 
@@ -126,10 +129,15 @@ def _grow(session: Session, org_id: str, rows: list[Any], now: datetime) -> int:
     return new_size
 
 
-def sequence_events(session: Session, now: datetime, limit: int = BATCH) -> Sequenced:
-    """Number the committed events not yet numbered; the caller commits."""
+def sequence_events(
+    session: Session, now: datetime, limit: int = BATCH, wait: bool = True
+) -> Sequenced:
+    """Number the committed events not yet numbered; the caller commits.
+
+    ``wait=False`` gives up at once when another pass holds the lock (``locked_out``).
+    """
     outcome = Sequenced()
-    if not _take_lock(session):
+    if not _take_lock(session, wait):
         outcome.locked_out = True
         return outcome
     state = _state(session)
@@ -193,12 +201,13 @@ def sign_due_checkpoints_apart(
 
 
 def sequence_pending(
-    database: Database, settings: Settings, now: datetime | None = None
+    database: Database, settings: Settings, now: datetime | None = None, wait: bool = True
 ) -> Sequenced:
     """Sequencer passes, one transaction each, until one finds nothing new, another run
-    holds the lock, or ``DRAIN_SECONDS`` have passed.
+    holds the lock (with ``wait=False``), or ``DRAIN_SECONDS`` have passed.
 
-    A run skipped for the lock leaves its events to the run holding it: that run keeps
+    ``wait=True`` (exports, the CLI, tests) waits for a pass in progress, then numbers what
+    it left. The worker passes ``wait=False``: a run skipped for the lock leaves its events to the run holding it: that run keeps
     taking new passes (each a fresh snapshot, which sees what committed during the last)
     while they find events, so a burst of commits is numbered without waiting for beat.
     """
@@ -207,7 +216,7 @@ def sequence_pending(
     while True:
         moment = now or datetime.now(UTC)
         with database.unit_of_work(write=True) as session:
-            outcome = sequence_events(session, moment)
+            outcome = sequence_events(session, moment, wait=wait)
             session.commit()
         if not outcome.locked_out:
             outcome.checkpoints = sign_due_checkpoints_apart(database, settings, moment)

@@ -56,7 +56,7 @@ def register(app: Celery) -> None:
             # skipped if another pass holds the lock (beat's pass is the backstop, and takes
             # over if this one fails: the notifications are processed either way).
             try:
-                sequencer.sequence_pending(database_for(app), settings)
+                sequencer.sequence_pending(database_for(app), settings, wait=False)
             except TRANSIENT_ERRORS:
                 log.warning(
                     "sequencing after processing failed; beat's pass retries", exc_info=True
@@ -73,7 +73,7 @@ def register(app: Celery) -> None:
         settings = app.auditlog_settings
         if not settings.sequencer_enabled:
             return {"sequenced": 0, "checkpoints": 0}
-        outcome = sequencer.sequence_pending(database_for(app), settings)
+        outcome = sequencer.sequence_pending(database_for(app), settings, wait=False)
         return {"sequenced": outcome.events, "checkpoints": len(outcome.checkpoints)}
 
     @app.task(name=REQUEUE_STALE)
