@@ -207,9 +207,10 @@ def sequence_pending(
     holds the lock (with ``wait=False``), or ``DRAIN_SECONDS`` have passed.
 
     ``wait=True`` (exports, the CLI, tests) waits for a pass in progress, then numbers what
-    it left. The worker passes ``wait=False``: a run skipped for the lock leaves its events to the run holding it: that run keeps
-    taking new passes (each a fresh snapshot, which sees what committed during the last)
-    while they find events, so a burst of commits is numbered without waiting for beat.
+    it left. The worker passes ``wait=False``: a run skipped for the lock leaves its events
+    to the run holding it, which keeps taking new passes (each a fresh snapshot, seeing what
+    committed during the last) while they find events, so a burst of commits is numbered
+    without waiting for beat.
     """
     total = Sequenced()
     started = time.monotonic()
