@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask, request
 from werkzeug.exceptions import NotFound, UnprocessableEntity
 
+from api.access_log import blp as access_log_blueprint
+from api.auth import check_endpoint_scopes
 from api.console.access import configure_sessions
 from api.console.links import blp as console_sessions_blueprint
 from api.console.views import blueprint as console_blueprint
@@ -21,7 +23,7 @@ from api.webhooks import blueprint as webhooks_blueprint
 from ingest.schemas import NotificationBatchSchema, NotificationSchema
 from storage.db import Database
 from storage.runtime import Publish, Services, StartExport
-from storage.settings import Settings
+from storage.settings import Settings, settings_or_exit
 from worker.queue import create_celery, export_starter, publisher
 
 
@@ -32,7 +34,7 @@ def create_app(
     start_export: StartExport | None = None,
 ) -> Flask:
     """Build the app; tests pass their own settings, database or publisher."""
-    settings = settings or Settings.from_env()
+    settings = settings or settings_or_exit()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -52,22 +54,30 @@ def create_app(
     api.register_blueprint(console_sessions_blueprint)
     api.register_blueprint(feed_blueprint)
     api.register_blueprint(log_keys_blueprint)
+    api.register_blueprint(access_log_blueprint)
     # The console's pages are HTML for people, not part of the OpenAPI document.
     app.register_blueprint(console_blueprint)
     # Probes and metrics (no key, no rate limit, not in the OpenAPI document); the metrics
     # blueprint also counts every response of the app.
     app.register_blueprint(health_blueprint)
     app.register_blueprint(metrics_blueprint)
-    configure_sessions(app, settings.secret_key, settings.public_url)
+    configure_sessions(app, settings.secret_key, settings.public_url, settings.secret_key_fallbacks)
     install_limits(
         app,
         settings,
         webhooks_blueprint,
-        [logs_blueprint, exports_blueprint, console_sessions_blueprint, feed_blueprint],
+        [
+            logs_blueprint,
+            exports_blueprint,
+            console_sessions_blueprint,
+            feed_blueprint,
+            access_log_blueprint,
+        ],
     )
     app.before_request(refuse_nul)
     # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
+    check_endpoint_scopes(app)
     return app
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from storage.credentials import SecretBox
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.models import Organization
-from storage.settings import Settings
+from storage.settings import Settings, settings_or_exit
+from storage.timefmt import rfc3339
 
 PUBLISH_CHUNK = 1000
 
@@ -34,11 +35,22 @@ def orgs_create(settings: Settings, database: Database, args: argparse.Namespace
     return {"org_id": org_id, "api_key": key.api_key}
 
 
+def orgs_list(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    with database.unit_of_work() as session:
+        return {"orgs": accounts.list_organizations(session)}
+
+
 def keys_create(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    scopes = args.scope or accounts.DEFAULT_SCOPES
     with database.unit_of_work(write=True) as session:
-        key = accounts.create_api_key(session, args.org_id, name=args.name)
+        key = accounts.create_api_key(session, args.org_id, name=args.name, scopes=scopes)
         session.commit()
     return {"key_id": key.key_id, "api_key": key.api_key}
+
+
+def keys_list(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    with database.unit_of_work() as session:
+        return {"keys": accounts.list_api_keys(session, args.org_id)}
 
 
 def keys_revoke(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
@@ -53,10 +65,60 @@ def sources_create(
 ) -> dict[str, Any]:
     with database.unit_of_work(write=True) as session:
         source = accounts.create_source(
-            session, SecretBox(settings.secret_key), args.org_id, args.name
+            session, SecretBox(settings.secret_keys), args.org_id, args.name
         )
         session.commit()
     return {"source_id": source.source_id, "secret": source.secret}
+
+
+def sources_list(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    with database.unit_of_work() as session:
+        return {"sources": accounts.list_sources(session, args.org_id, datetime.now(UTC))}
+
+
+def sources_rotate_secret(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        source = accounts.rotate_source_secret(
+            session,
+            SecretBox(settings.secret_keys),
+            args.source_id,
+            timedelta(seconds=args.keep_old_for),
+            datetime.now(UTC),
+        )
+        session.commit()
+    return {"source_id": source.source_id, "secret": source.secret}
+
+
+def sources_disable(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        disabled_at = accounts.disable_source(session, args.source_id, datetime.now(UTC))
+        session.commit()
+    return {"source_id": args.source_id, "disabled": True, "disabled_at": rfc3339(disabled_at)}
+
+
+def secrets_reseal(
+    settings: Settings, database: Database, args: argparse.Namespace
+) -> dict[str, Any]:
+    with database.unit_of_work(write=True) as session:
+        counts = accounts.reseal_secrets(session, SecretBox(settings.secret_keys))
+        session.commit()
+    return counts
+
+
+def access_log(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
+    from storage import access
+
+    with database.unit_of_work() as session:
+        if session.get(Organization, args.org_id) is None:
+            raise accounts.NotFound(f"organisation {args.org_id} does not exist")
+        entries = access.page(session, args.org_id, args.limit, actions=tuple(args.action or ()))
+        return {"entries": [access.document(entry) for entry in entries]}
 
 
 def notifications_retry(
@@ -134,6 +196,23 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     return verify_export(Path(args.export_file), Path(args.evidence), args.key)
 
 
+def non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("cannot be negative")
+    return value
+
+
+def positive_int(raw: str) -> int:
+    value = non_negative_int(raw)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="auditlog", description="Audit-log service administration."
@@ -153,12 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
     create_org = orgs.add_parser("create", help="create an organisation and its first API key")
     create_org.add_argument("name")
     create_org.set_defaults(run=orgs_create)
+    orgs.add_parser("list", help="every organisation").set_defaults(run=orgs_list)
 
     keys = groups.add_parser("keys", help="API keys").add_subparsers(dest="command", required=True)
     create_key = keys.add_parser("create", help="issue an API key")
     create_key.add_argument("org_id")
     create_key.add_argument("--name")
+    create_key.add_argument(
+        "--scope",
+        action="append",
+        choices=accounts.SCOPES,
+        help="repeatable; without it the key has read and export",
+    )
     create_key.set_defaults(run=keys_create)
+    list_keys = keys.add_parser("list", help="an organisation's keys, scopes and last use")
+    list_keys.add_argument("org_id")
+    list_keys.set_defaults(run=keys_list)
     revoke_key = keys.add_parser("revoke", help="revoke an API key")
     revoke_key.add_argument("key_id")
     revoke_key.set_defaults(run=keys_revoke)
@@ -170,6 +259,40 @@ def build_parser() -> argparse.ArgumentParser:
     create_src.add_argument("org_id")
     create_src.add_argument("name")
     create_src.set_defaults(run=sources_create)
+    list_src = sources.add_parser("list", help="an organisation's webhook sources")
+    list_src.add_argument("org_id")
+    list_src.set_defaults(run=sources_list)
+    rotate = sources.add_parser(
+        "rotate-secret", help="a new secret; the old one keeps verifying during the overlap"
+    )
+    rotate.add_argument("source_id")
+    rotate.add_argument(
+        "--keep-old-for",
+        type=non_negative_int,
+        default=86400,
+        metavar="SECONDS",
+        help="how long the old secret still verifies (default 86400)",
+    )
+    rotate.set_defaults(run=sources_rotate_secret)
+    disable = sources.add_parser("disable", help="refuse the source's webhooks (403)")
+    disable.add_argument("source_id")
+    disable.set_defaults(run=sources_disable)
+
+    secrets_group = groups.add_parser(
+        "secrets", help="secrets stored encrypted with SECRET_KEY"
+    ).add_subparsers(dest="command", required=True)
+    secrets_group.add_parser(
+        "reseal",
+        help="re-encrypt stored secrets with SECRET_KEY, so SECRET_KEY_FALLBACKS can be emptied",
+    ).set_defaults(run=secrets_reseal)
+
+    accesses = groups.add_parser(
+        "access-log", help="who did what to an organisation's log, newest first"
+    )
+    accesses.add_argument("org_id")
+    accesses.add_argument("--limit", type=positive_int, default=100, metavar="N")
+    accesses.add_argument("--action", action="append", metavar="ACTION", help="repeatable")
+    accesses.set_defaults(run=access_log)
 
     notifications = groups.add_parser(
         "notifications", help="the notification inbox"
@@ -224,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "offline"):  # verify: no settings, no database, no network
             result = args.offline(args)
         else:
-            settings = Settings.from_env()
+            settings = settings_or_exit()
             database = Database(settings.database_url)
             result = args.run(settings, database, args)
     except CheckFailed as failed:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import current_app, g, has_request_context
 
+from storage.accounts import KeyIdentity
 from storage.runtime import Services
 
 
@@ -14,3 +15,15 @@ def services() -> Services:
 def org_id() -> str:
     """The organisation of the request's API key (set by ``api.auth.require_api_key``)."""
     return g.org_id
+
+
+def api_key() -> KeyIdentity:
+    """The request's API key (set by ``api.auth.require_api_key``)."""
+    return g.api_key
+
+
+def request_id() -> str | None:
+    """The request's id (``X-Request-ID``), for what it records; None outside a request."""
+    if not has_request_context():
+        return None
+    return g.get("request_id")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from storage.credentials import signing_keys
 from storage.timefmt import from_micros, to_micros
 
 
@@ -22,8 +24,9 @@ def fingerprint(scope: dict[str, Any]) -> str:
 
 
 class Cursors:
-    def __init__(self, secret_key: str) -> None:
-        self._serializer = URLSafeSerializer(secret_key, salt="auditlog.cursor.v1")
+    def __init__(self, secret_keys: str | Sequence[str]) -> None:
+        """``secret_keys``: the current key first, then former ones still accepted."""
+        self._serializer = URLSafeSerializer(signing_keys(secret_keys), salt="auditlog.cursor.v1")
 
     def encode(self, org_id: str, scope: dict[str, Any], occurred_at: datetime, pk: int) -> str:
         return str(self._serializer.dumps([org_id, fingerprint(scope), to_micros(occurred_at), pk]))

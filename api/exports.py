@@ -13,13 +13,14 @@ from marshmallow import Schema, fields
 from marshmallow.validate import OneOf
 from werkzeug.exceptions import Conflict, Forbidden, Gone, NotFound
 
-from api.auth import require_api_key
-from api.context import org_id, services
+from api.auth import has_scope, require_api_key
+from api.context import api_key, org_id, request_id, services
 from api.errors import reject
 from api.logs import event_filter
 from api.rest import Blueprint
 from api.schemas import LogFiltersSchema, NoQueryArgsSchema
-from storage import exports
+from storage import access, exports
+from storage.credentials import signing_keys
 from storage.models import Export
 from storage.timefmt import rfc3339
 from worker.exports import evidence_chunks
@@ -96,7 +97,8 @@ class ExportListSchema(Schema):
 
 
 def link_signer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(services().settings.secret_key, salt="auditlog.export-link.v1")
+    keys = signing_keys(services().settings.secret_keys)
+    return URLSafeTimedSerializer(keys, salt="auditlog.export-link.v1")
 
 
 @blp.before_request
@@ -124,8 +126,10 @@ def export_document(export: Export) -> dict[str, Any]:
 
     status = exports.status_at(export, datetime.now(UTC))
     download_url = None
-    if status == exports.SUCCEEDED:
-        token = link_signer().dumps({"export": export.id, "org": export.org_id})
+    # A key that may not download gets no link that would let it.
+    if status == exports.SUCCEEDED and has_scope("export"):
+        key = api_key()
+        token = link_signer().dumps({"export": export.id, "org": export.org_id, "key": key.key_id})
         download_url = url_for(
             "exports.download_export", export_id=export.id, token=token, _external=True
         )
@@ -148,28 +152,66 @@ def export_document(export: Export) -> dict[str, Any]:
     }
 
 
-@blp.route("/exports", methods=["POST"])
-@blp.arguments(ExportRequestSchema)
-@blp.response(202, ExportSchema)
-@blp.errors(400, 401, 422)
-def create_export(args: dict[str, Any]) -> Any:
-    """Queue an export of the events matching the filters, recorded until now."""
+def queue_export(
+    org: str, filters: dict[str, Any], flt: Any, fmt: str, performed_by: dict[str, Any]
+) -> Export:
+    """Create an export (and its access-log entry) in one transaction, then queue its build.
+
+    The API and the console both start exports through this."""
     runtime = services()
-    body = request.get_json(silent=True) or {}
+    now = datetime.now(UTC)
     with runtime.database.unit_of_work(write=True) as session:
-        export = exports.create_export(
+        export = exports.create_export(session, org, filters, flt, now, format=fmt)
+        access.record(
             session,
-            org_id(),
-            {name: value for name, value in body.items() if name != "format"},
-            event_filter(args),
-            datetime.now(UTC),
-            format=args["format"],
+            org,
+            "export.created",
+            now,
+            performed_by=performed_by,
+            subject_id=export.id,
+            ip_address=request.remote_addr,
+            request_id=request_id(),
+            details={"filters": filters, "format": fmt},
         )
         session.commit()
     try:
         runtime.start_export(export.id)
     except Exception:  # the sweeper starts exports whose message never left
         log.warning("queueing export %s failed; the sweeper will retry", export.id, exc_info=True)
+    return export
+
+
+def note_download(export: Export, performed_by: dict[str, Any]) -> None:
+    """The access-log entry of a download (its own transaction: a download changes nothing)."""
+    with services().database.unit_of_work(write=True) as session:
+        access.record(
+            session,
+            export.org_id,
+            "export.downloaded",
+            datetime.now(UTC),
+            performed_by=performed_by,
+            subject_id=export.id,
+            ip_address=request.remote_addr,
+            request_id=request_id(),
+            details={"format": export.format or "csv", "rows": export.rows_written},
+        )
+        session.commit()
+
+
+@blp.route("/exports", methods=["POST"])
+@blp.arguments(ExportRequestSchema)
+@blp.response(202, ExportSchema)
+@blp.errors(400, 401, 422)
+def create_export(args: dict[str, Any]) -> Any:
+    """Queue an export of the events matching the filters, recorded until now."""
+    body = request.get_json(silent=True) or {}
+    export = queue_export(
+        org_id(),
+        {name: value for name, value in body.items() if name != "format"},
+        event_filter(args),
+        args["format"],
+        performed_by=api_key().performed_by(),
+    )
     response = jsonify(export_document(export))
     response.status_code = 202
     response.headers["Location"] = url_for("exports.get_export", export_id=export.id)
@@ -210,6 +252,7 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
     """The file, with the bearer key or through a signed ``download_url``."""
     if "Authorization" in request.headers or "token" not in args:
         owner = org_id()
+        downloader = api_key().performed_by()
     else:
         try:
             claims = link_signer().loads(args["token"], max_age=LINK_SECONDS)
@@ -218,6 +261,7 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
         if not isinstance(claims, dict) or claims.get("export") != export_id:
             reject(Forbidden, "invalid_link", "the link is for another export")
         owner = claims["org"]
+        downloader = {"type": "signed_link", "key_id": claims.get("key")}
     with services().database.unit_of_work() as session:
         export = exports.find_export(session, owner, export_id)
     if export is None:
@@ -231,6 +275,7 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
     if not path.exists():
         reject(Gone, "export_expired", "the export file is gone")
     fmt = export.format or "csv"
+    note_download(export, downloader)
     return send_file(
         path,
         mimetype=exports.MEDIA_TYPES[fmt],

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import Conflict, NotFound, UnprocessableEntity
 
 from api.auth import require_api_key
-from api.context import org_id, services
+from api.context import api_key, org_id, request_id, services
 from api.cursors import CursorRejected, Cursors
 from api.errors import reject
 from api.rest import Blueprint
@@ -31,7 +31,7 @@ from storage.history import state_as_of, subject_of
 from storage.models import Source
 from storage.queries import EventFilter
 from storage.timefmt import rfc3339
-from worker.restore import RecordDeleted, RestoreSuperseded, restore_property
+from worker.restore import AccessContext, RecordDeleted, RestoreSuperseded, restore_property
 
 blp = Blueprint("logs", __name__, url_prefix="/v1", description="Audit log, records and restore")
 blp.before_request(require_api_key)
@@ -70,7 +70,7 @@ def page_of_events(
     API and the console page through this one function, so a cursor means the same in both.
     """
     runtime = services()
-    cursors = Cursors(runtime.settings.secret_key)
+    cursors = Cursors(runtime.settings.secret_keys)
     scope = flt.to_json()
     after = cursors.decode(args["cursor"], org, scope) if "cursor" in args else None
     limit = args["limit"]
@@ -243,6 +243,8 @@ def restore(body: dict[str, Any], entity_type: str, entity_id: str) -> Any:
             actor=body["actor"],
             ip_address=request.remote_addr,
             now=datetime.now(UTC),
+            performed_by={"key_id": api_key().key_id, "key_name": api_key().name},
+            audit=AccessContext(performed_by=api_key().performed_by(), request_id=request_id()),
         )
     except RecordDeleted as exc:  # checked on the row the write locked
         reject(UnprocessableEntity, exc.code, str(exc))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import jsonify, request
 from werkzeug.exceptions import (
     BadRequest,
+    Forbidden,
     NotFound,
     RequestEntityTooLarge,
     Unauthorized,
@@ -26,6 +27,7 @@ from api.errors import reject
 from api.rest import Blueprint
 from ingest.body import BodyRejected, ValuesRefused, decode_body, parse_text
 from ingest.notifications import (
+    KnownSource,
     NotificationsInvalid,
     ShapeRejected,
     known_sources,
@@ -34,6 +36,7 @@ from ingest.notifications import (
 from ingest.schemas import WebhookAcceptedSchema
 from ingest.signature import SignatureRejected, verify_signature
 from storage import inbox
+from storage.credentials import SealedWithUnknownKey
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ blueprint = Blueprint("webhooks", __name__, description="Signed entity-change no
     },
 )
 @blueprint.response(202, WebhookAcceptedSchema)
-@blueprint.errors(400, 401, 404, 413, 415, 422)
+@blueprint.errors(400, 401, 403, 404, 413, 415, 422)
 def receive_webhook(source_id: str) -> Any:
     """Receive signed entity-change notifications."""
     runtime = services()
@@ -80,19 +83,37 @@ def receive_webhook(source_id: str) -> Any:
             UnsupportedMediaType, "unsupported_media_type", "send Content-Type: application/json"
         )
 
-    source = known_sources.get(runtime, source_id)
-    if source is None:
-        reject(NotFound, "not_found", "no such webhook source")
-
-    body = read_body(settings.max_body_bytes)
     try:
+        source = known_sources.get(runtime, source_id)
+        if source is None:
+            reject(NotFound, "not_found", "no such webhook source")
+        if source.disabled:
+            source_disabled()
+        body = read_body(settings.max_body_bytes)
         # Over the bytes as received: nothing is decoded before the sender is known.
         signed = {name: value for name in SIGNATURE_HEADERS if (value := request.headers.get(name))}
-        webhook_id = verify_signature(
-            source.secret, body, signed, settings.webhook_tolerance_seconds
-        )
+        try:
+            webhook_id = verify_with_any_secret(source, body, signed)
+        except SignatureRejected:
+            if source.fresh:
+                raise
+            # A secret rotated in since the cache read the source, or the source disabled.
+            source = known_sources.refresh(runtime, source_id)
+            if source is None:
+                reject(NotFound, "not_found", "no such webhook source")
+            if source.disabled:
+                source_disabled()
+            webhook_id = verify_with_any_secret(source, body, signed)
     except SignatureRejected as exc:
         reject(Unauthorized, "invalid_signature", str(exc))
+    except SealedWithUnknownKey:
+        log.error(
+            "the secret of source %s opens with neither SECRET_KEY nor SECRET_KEY_FALLBACKS: "
+            "put the former key back in SECRET_KEY_FALLBACKS, or rotate the source's secret",
+            source_id,
+        )
+        # The sender learns nothing of the operator's keys; the log says what to do.
+        reject(Unauthorized, "invalid_signature", "no signature matches")
 
     try:
         # Decoded once: the parser and the U+0000 test both read the text.
@@ -117,7 +138,11 @@ def receive_webhook(source_id: str) -> Any:
     except NotificationsInvalid as exc:
         reject(UnprocessableEntity, "validation_failed", exc.message, exc.details)
     with runtime.database.unit_of_work(write=True) as session:
-        receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
+        try:
+            receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
+        except inbox.SourceDisabled:
+            session.rollback()
+            source_disabled()
         session.commit()
 
     queued = [receipt.pk for receipt in receipts if receipt.pk is not None]
@@ -137,6 +162,17 @@ def receive_webhook(source_id: str) -> Any:
     )
     response.status_code = 202
     return response
+
+
+def source_disabled() -> NoReturn:
+    reject(Forbidden, "source_disabled", "this webhook source is disabled")
+
+
+def verify_with_any_secret(source: KnownSource, body: bytes, signed: dict[str, str]) -> str:
+    """The webhook id if a secret valid now verifies the signature; else SignatureRejected."""
+    tolerance = services().settings.webhook_tolerance_seconds
+    now = datetime.now(UTC)
+    return verify_signature(source.secrets_at(now), body, signed, tolerance, now=now)
 
 
 def read_body(limit: int) -> bytes:

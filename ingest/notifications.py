@@ -7,7 +7,8 @@ their exceptions into the API's error responses.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
@@ -47,30 +48,67 @@ class KnownSource:
     id: str
     org_id: str
     secret: str
+    #: The secret replaced by the last rotation and until when it still verifies.
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
+    disabled: bool = False
+    #: Read from the database for this request (not from the cache).
+    fresh: bool = True
+
+    def secrets_at(self, now: datetime) -> list[str]:
+        """The secrets a signature may be made with at ``now``: the current one, and the
+        former one during its overlap."""
+        found = [self.secret]
+        ends = self.previous_secret_expires_at
+        if self.previous_secret is not None and ends is not None and now < ends:
+            found.append(self.previous_secret)
+        return found
 
 
 class SourceCache:
     """Sources by id, kept for a minute per process: a sender's every request would
     otherwise pay a database round trip and a decryption before its signature is checked.
-    Sources are never changed once created, so a minute of staleness cannot admit a
-    request that a fresh read would refuse (an unknown id is not cached)."""
+
+    A minute of staleness cannot admit what a fresh read would refuse: a signature that
+    no cached secret verifies is checked again against a fresh read (``refresh``), so a
+    rotated-in secret works at once; the former secret's overlap ends at its stored
+    instant whatever the cache; and a disabled source is refused by the transaction that
+    would store its notifications (``inbox.accept``), not only by this cached flag. An
+    unknown id is not cached."""
 
     TTL_SECONDS = 60.0
 
     def __init__(self) -> None:
-        self._found: dict[tuple[str, str], tuple[float, KnownSource]] = {}
+        self._found: dict[tuple[str, tuple[str, ...], str], tuple[float, KnownSource]] = {}
 
     def get(self, runtime: Services, source_id: str) -> KnownSource | None:
-        key = (runtime.database.url, source_id)
+        key = (runtime.database.url, runtime.settings.secret_keys, source_id)
         cached = self._found.get(key)
         if cached is not None and time.monotonic() - cached[0] < self.TTL_SECONDS:
-            return cached[1]
+            return replace(cached[1], fresh=False)
+        return self.refresh(runtime, source_id)
+
+    def refresh(self, runtime: Services, source_id: str) -> KnownSource | None:
+        """Read the source again; raises ``SealedWithUnknownKey`` when no configured
+        secret key opens its stored secret."""
+        key = (runtime.database.url, runtime.settings.secret_keys, source_id)
         with runtime.database.unit_of_work() as session:
             row = session.get(Source, source_id)
         if row is None:
+            self._found.pop(key, None)
             return None
-        secret = SecretBox(runtime.settings.secret_key).open(row.secret_encrypted)
-        known = KnownSource(row.id, row.org_id, secret)
+        box = SecretBox(runtime.settings.secret_keys)
+        previous = None
+        if row.previous_secret_encrypted is not None:
+            previous = box.open(row.previous_secret_encrypted)
+        known = KnownSource(
+            row.id,
+            row.org_id,
+            box.open(row.secret_encrypted),
+            previous_secret=previous,
+            previous_secret_expires_at=row.previous_secret_expires_at,
+            disabled=row.disabled_at is not None,
+        )
         if len(self._found) > 10_000:
             self._found.clear()
         self._found[key] = (time.monotonic(), known)

@@ -22,7 +22,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 #: Unix seconds as ASCII digits, matched against the whole header (``fullmatch``: no newline).
@@ -61,7 +61,7 @@ def expected_signature(secret: str, msg_id: str, timestamp: str, body: bytes) ->
 
 
 def verify_signature(
-    secret: str,
+    secret: str | Sequence[str],
     body: bytes,
     headers: Mapping[str, str],
     tolerance_seconds: int,
@@ -69,7 +69,8 @@ def verify_signature(
 ) -> str:
     """Check the three ``webhook-*`` headers; return the webhook id or raise SignatureRejected.
 
-    ``body`` is the raw bytes as received: call this before decoding them.
+    ``body`` is the raw bytes as received: call this before decoding them. ``secret`` may
+    be several secrets (a source during a rotation's overlap): any one of them verifies.
     """
     msg_id = headers.get("webhook-id")
     timestamp = headers.get("webhook-timestamp")
@@ -94,11 +95,12 @@ def verify_signature(
     candidates = _signatures(signature)
     if not candidates:
         raise SignatureRejected("webhook-signature has no v1 signature")
-    expected_bytes = expected_signature(secret, msg_id, timestamp, body)
     matched = False
-    for candidate in candidates:
-        # Compare every entry (no early exit) so timing says nothing about which matched.
-        matched |= hmac.compare_digest(expected_bytes, candidate)
+    for each in [secret] if isinstance(secret, str) else secret:
+        expected_bytes = expected_signature(each, msg_id, timestamp, body)
+        for candidate in candidates:
+            # Compare every entry (no early exit) so timing says nothing about which matched.
+            matched |= hmac.compare_digest(expected_bytes, candidate)
     if not matched:
         raise SignatureRejected("no signature matches")
     return msg_id

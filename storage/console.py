@@ -6,6 +6,7 @@ marks the row used in one conditional UPDATE, so a link races itself at most onc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from storage.credentials import new_id
+from storage import access
+from storage.credentials import new_id, signing_keys
 from storage.models import ConsoleLink
 
 #: How long a link can be opened; a session it starts lasts at most SESSION_LIFETIME.
@@ -37,18 +39,21 @@ class LinkRejected(Exception):
     """The link was altered, already used, or has expired."""
 
 
-def _serializer(secret_key: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt="auditlog.console-link.v1")
+def _serializer(secret_keys: str | Sequence[str]) -> URLSafeSerializer:
+    return URLSafeSerializer(signing_keys(secret_keys), salt="auditlog.console-link.v1")
 
 
 def create_link(
     session: Session,
-    secret_key: str,
+    secret_keys: str | Sequence[str],
     org_id: str,
     scope: dict[str, Any],
     permissions: list[str],
     viewer: dict[str, Any] | None,
     now: datetime,
+    performed_by: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+    request_id: str | None = None,
 ) -> tuple[str, datetime]:
     """A new link's token and the moment it stops opening."""
     link = ConsoleLink(
@@ -62,13 +67,31 @@ def create_link(
     )
     session.add(link)
     session.flush()
-    return _serializer(secret_key).dumps(link.id), link.expires_at
+    access.record(
+        session,
+        org_id,
+        "console.link_created",
+        now,
+        performed_by=performed_by or access.CLI,
+        subject_id=link.id,
+        ip_address=ip_address,
+        request_id=request_id,
+        details={"scope": scope, "permissions": link.permissions, "viewer": viewer},
+    )
+    return _serializer(secret_keys).dumps(link.id), link.expires_at
 
 
-def open_link(session: Session, secret_key: str, token: str, now: datetime) -> Grant:
+def open_link(
+    session: Session,
+    secret_keys: str | Sequence[str],
+    token: str,
+    now: datetime,
+    ip_address: str | None = None,
+    request_id: str | None = None,
+) -> Grant:
     """Use the link once: the caller commits; a second opening finds it used."""
     try:
-        link_id = _serializer(secret_key).loads(token)
+        link_id = _serializer(secret_keys).loads(token)
     except BadSignature:
         raise LinkRejected("this link was altered") from None
     claimed = session.execute(
@@ -84,4 +107,15 @@ def open_link(session: Session, secret_key: str, token: str, now: datetime) -> G
         raise LinkRejected("this link was already used or has expired")
     link = session.get(ConsoleLink, link_id)
     assert link is not None
+    access.record(
+        session,
+        link.org_id,
+        "console.session_opened",
+        now,
+        performed_by={"type": "console", "viewer": link.viewer},
+        subject_id=link.id,
+        ip_address=ip_address,
+        request_id=request_id,
+        details={"scope": link.scope, "permissions": list(link.permissions)},
+    )
     return Grant(link.org_id, dict(link.scope), tuple(link.permissions), link.viewer)

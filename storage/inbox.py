@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Event, Notification
+from storage.models import Event, Notification, Source
 
 QUEUED, PROCESSED, FAILED = "queued", "processed", "failed"
 
@@ -56,6 +56,10 @@ def dialect_insert(session: Session) -> Any:
     return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
+class SourceDisabled(Exception):
+    """The source was disabled (``auditlog sources disable``): its webhooks store nothing."""
+
+
 def accept(
     session: Session, source: SourceRef, incoming: Sequence[IncomingNotification], now: datetime
 ) -> list[Receipt]:
@@ -65,6 +69,12 @@ def accept(
     stored (by an earlier request, or by a concurrent one that committed first) is a
     duplicate too. Nothing here commits: the request does, once, for the whole batch.
     """
+    # In the transaction that stores: a source disabled meanwhile stores nothing more.
+    disabled = session.execute(
+        select(Source.disabled_at).where(Source.id == source.id)
+    ).scalar_one_or_none()
+    if disabled is not None:
+        raise SourceDisabled(source.id)
     first_index: dict[str, int] = {}
     for index, item in enumerate(incoming):
         first_index.setdefault(item.external_id, index)

@@ -61,6 +61,10 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: What the key may do, space-separated (``read export restore console``).
+    scopes: Mapped[str] = mapped_column(String(100))
+    #: Refreshed at most once a minute, so that reads do not each write.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Source(Base):
@@ -73,6 +77,11 @@ class Source(Base):
     name: Mapped[str] = mapped_column(String(200))
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: After ``sources rotate-secret``: the former secret, which verifies until it expires.
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Notification(Base):
@@ -339,3 +348,26 @@ class LogKey(Base):
     private_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AccessEntry(Base):
+    """Who did what to the log itself: keys, exports, console sessions, restores.
+
+    Written in the transaction of what it records, so an entry exists exactly when the
+    thing happened; kept apart from the events, which say what happened to the records.
+    """
+
+    __tablename__ = "access_log"
+    __table_args__ = (Index("ix_access_log_org_page", "org_id", "occurred_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(40))
+    #: What it was done to: a key, an export, a console link or an event id.
+    subject_id: Mapped[str | None] = mapped_column(String(200))
+    #: ``{"type": "api_key", "key_id", "key_name"}``, ``{"type": "cli"}``, or a viewer.
+    performed_by: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    ip_address: Mapped[str | None] = mapped_column(IPAddress)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONDocument)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,10 @@ def _read_or_create_secret(path: Path) -> str:
     return value
 
 
+class ConfigurationError(ValueError):
+    """The environment cannot run the service; the message says what to set."""
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = Path("var")
@@ -53,6 +58,8 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 2 * 1024 * 1024
     secret_key: str = ""
+    #: Former secret keys, newest first, still accepted so SECRET_KEY can be rotated.
+    secret_key_fallbacks: tuple[str, ...] = ()
     port: int = 8000
     # Operational tuning, documented in the README beside the contract's variables.
     requeue_after_seconds: int = 60
@@ -95,20 +102,32 @@ class Settings:
             try:
                 return int(raw)
             except ValueError:
-                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+                raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
-        secret_key = env.get("SECRET_KEY", "").strip() or _read_or_create_secret(
-            var_dir / "secret_key"
+        database_url = env.get("DATABASE_URL", "").strip()
+        secret_key = env.get("SECRET_KEY", "").strip()
+        if not secret_key:
+            if normalise_database_url(database_url).startswith("postgresql"):
+                # Hosts share the database: a key generated on one host would not open
+                # what another one signed or sealed.
+                raise ConfigurationError(
+                    "SECRET_KEY must be set when DATABASE_URL is PostgreSQL: every web, "
+                    "worker and beat process must use the same key"
+                )
+            secret_key = _read_or_create_secret(var_dir / "secret_key")
+        fallbacks = tuple(
+            key.strip() for key in env.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
         )
         return cls(
             var_dir=var_dir,
-            database_url=env.get("DATABASE_URL", "").strip(),
+            database_url=database_url,
             redis_url=env.get("REDIS_URL", "").strip() or None,
             export_dir=Path(env.get("EXPORT_DIR", "").strip() or var_dir / "exports"),
             export_ttl_seconds=integer("EXPORT_TTL_SECONDS", 604800),
             webhook_tolerance_seconds=integer("WEBHOOK_TOLERANCE_SECONDS", 300),
             max_body_bytes=integer("MAX_BODY_BYTES", 2 * 1024 * 1024),
             secret_key=secret_key,
+            secret_key_fallbacks=fallbacks,
             port=integer("PORT", 8000),
             requeue_after_seconds=integer("REQUEUE_AFTER_SECONDS", 60),
             sweep_interval_seconds=float(integer("SWEEP_INTERVAL_SECONDS", 30)),
@@ -123,5 +142,20 @@ class Settings:
         )
 
     @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """``SECRET_KEY`` first, then its fallbacks: new things are signed with the first."""
+        return (self.secret_key, *self.secret_key_fallbacks)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def settings_or_exit(exit_code: int = 2) -> Settings:
+    """``Settings.from_env()`` for a process entry point: a configuration the service
+    cannot run with ends the process with the reason on stderr, not a traceback."""
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        raise SystemExit(exit_code) from None

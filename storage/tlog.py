@@ -250,7 +250,7 @@ def _store_key(
     private: str | None,
     now: datetime,
 ) -> None:
-    sealed = SecretBox(settings.secret_key).seal(private) if private is not None else None
+    sealed = SecretBox(settings.secret_keys).seal(private) if private is not None else None
     insert = dialect_insert(session)
     session.execute(
         insert(LogKey.__table__)
@@ -283,7 +283,7 @@ def active_signer(session: Session, settings: Settings, now: datetime) -> notes.
         .limit(1)
     ).first()
     if row is not None and row.private_key_encrypted is not None:
-        return notes.NoteSigner(SecretBox(settings.secret_key).open(row.private_key_encrypted))
+        return notes.NoteSigner(SecretBox(settings.secret_keys).open(row.private_key_encrypted))
     private = notes.generate_key(settings.log_origin)
     signer = notes.NoteSigner(private)
     _store_key(session, settings, signer, private, now)

@@ -36,6 +36,7 @@ def change_of(payload: dict[str, Any]) -> Change:
         relationships=payload.get("relationships"),
         action=payload.get("event"),
         restored_from=payload.get("restored_from"),
+        performed_by=payload.get("performed_by"),
     )
 
 

@@ -111,6 +111,8 @@ class Change:
     action: dict[str, Any] | None = None
     #: Set on a restore: the id of the event whose old value this change puts back.
     restored_from: str | None = None
+    #: Set on a restore made through the API: the key that made it (``key_id``, ``key_name``).
+    performed_by: dict[str, Any] | None = None
 
 
 @dataclass
@@ -331,10 +333,16 @@ class Diff:
             property=key,
             old_value=old,
             new_value=new,
-            details={"restored_from": self.change.restored_from}
-            if self.change.restored_from
-            else {},
+            details=self.restore_details(),
         )
+
+    def restore_details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        if self.change.restored_from:
+            details["restored_from"] = self.change.restored_from
+            if self.change.performed_by:
+                details["performed_by"] = self.change.performed_by
+        return details
 
     def apply_properties(self, full: bool) -> list[tuple[str, Any, Any]]:
         """Apply the change's properties under the clock rules; return (key, old, new)."""

@@ -1,6 +1,6 @@
 """The Celery entry point for the ``worker`` and ``beat`` processes: ``celery -A worker.main``."""
 
-from storage.settings import Settings
+from storage.settings import settings_or_exit
 from worker.queue import create_celery
 
-app = create_celery(Settings.from_env())
+app = create_celery(settings_or_exit())

@@ -9,12 +9,13 @@ the property would win over is refused, and either refusal rolls everything back
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from storage import state
+from storage import access, state
 from storage.db import Database
 from storage.inbox import QUEUED
 from storage.models import Event, Notification
@@ -54,6 +55,8 @@ def restore_property(
     actor: dict[str, Any],
     ip_address: str | None,
     now: datetime,
+    performed_by: dict[str, Any] | None = None,
+    audit: AccessContext | None = None,
 ) -> dict[str, Any] | None:
     """Record the restore as a notification and apply it now; return its event, if any.
 
@@ -72,6 +75,8 @@ def restore_property(
         "properties": {prop: value},
         "restored_from": restored_from,
     }
+    if performed_by is not None:
+        payload["performed_by"] = performed_by
     if parent_id is not None:
         payload["parent"] = {"type": "app", "id": parent_id}
     with database.unit_of_work(write=True) as session:
@@ -103,8 +108,34 @@ def restore_property(
         session.add(notification)
         session.flush()
         record_notifications(session, [notification], now)
-        session.commit()
         row = session.execute(
             select(Event.__table__).where(Event.notification_pk == notification.pk)
         ).first()
-    return event_document(row) if row is not None else None
+        document = event_document(row) if row is not None else None
+        if audit is not None:
+            access.record(
+                session,
+                org_id,
+                "entity.restored",
+                now,
+                performed_by=audit.performed_by,
+                subject_id=document["id"] if document else None,
+                ip_address=ip_address,
+                request_id=audit.request_id,
+                details={
+                    "entity": {"type": entity_type, "id": entity_id},
+                    "property": prop,
+                    "restored_from": restored_from,
+                    "changed": document is not None,
+                },
+            )
+        session.commit()
+    return document
+
+
+@dataclass(frozen=True)
+class AccessContext:
+    """Who restores, for the access log: a key, or a console session's viewer."""
+
+    performed_by: dict[str, Any]
+    request_id: str | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,14 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return bool(request.is_secure) or public_https or super().get_cookie_secure(app)
 
 
-def configure_sessions(app: Flask, secret_key: str, public_url: str = "") -> None:
-    """Behind a TLS-terminating proxy ``PUBLIC_URL`` (https) keeps the cookie Secure."""
+def configure_sessions(
+    app: Flask, secret_key: str, public_url: str = "", fallbacks: Sequence[str] = ()
+) -> None:
+    """Behind a TLS-terminating proxy ``PUBLIC_URL`` (https) keeps the cookie Secure.
+
+    Sessions signed with a fallback key still open (Flask's ``SECRET_KEY_FALLBACKS``)."""
     app.secret_key = secret_key
+    app.config["SECRET_KEY_FALLBACKS"] = list(fallbacks)
     app.config["AUDITLOG_PUBLIC_URL"] = public_url
     app.session_interface = ConsoleSessionInterface()
     app.config.update(

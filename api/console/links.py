@@ -14,8 +14,8 @@ from flask import jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 from marshmallow.validate import Length, OneOf
 
-from api.auth import require_api_key
-from api.context import org_id, services
+from api.auth import require_api_key, require_scope
+from api.context import api_key, org_id, request_id, services
 from api.rest import Blueprint
 from storage import console
 from storage.catalog import ENTITY_TYPES
@@ -89,18 +89,28 @@ console_session_request_schema = ConsoleSessionRequestSchema()
 
 
 def mint_link(
-    database: Database, settings: Settings, org: str, request_: dict[str, Any], base_url: str
+    database: Database,
+    settings: Settings,
+    org: str,
+    request_: dict[str, Any],
+    base_url: str,
+    performed_by: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+    request_id: str | None = None,
 ) -> dict[str, str]:
     """A new link for an already validated request: ``{"url", "expires_at"}``."""
     with database.unit_of_work(write=True) as session:
         token, expires_at = console.create_link(
             session,
-            settings.secret_key,
+            settings.secret_keys,
             org,
             scope=request_.get("scope") or {},
             permissions=request_.get("permissions") or [],
             viewer=request_.get("viewer"),
             now=datetime.now(UTC),
+            performed_by=performed_by,
+            ip_address=ip_address,
+            request_id=request_id,
         )
         session.commit()
     return {
@@ -112,11 +122,23 @@ def mint_link(
 @blp.route("/console-sessions", methods=["POST"])
 @blp.arguments(ConsoleSessionRequestSchema, required=False)
 @blp.response(201, ConsoleSessionSchema)
-@blp.errors(400, 401, 422)
+@blp.errors(400, 401, 403, 422)
 def create_console_session(body: dict[str, Any]) -> Any:
     """A single-use link (five minutes) that opens a console session for one viewer."""
+    for permission in body.get("permissions") or []:
+        require_scope(permission)  # a session cannot do more than the key that opened it
     runtime = services()
     base_url = runtime.settings.public_url or request.host_url
-    response = jsonify(mint_link(runtime.database, runtime.settings, org_id(), body, base_url))
+    link = mint_link(
+        runtime.database,
+        runtime.settings,
+        org_id(),
+        body,
+        base_url,
+        performed_by=api_key().performed_by(),
+        ip_address=request.remote_addr,
+        request_id=request_id(),
+    )
+    response = jsonify(link)
     response.status_code = 201
     return response

@@ -34,8 +34,9 @@ from werkzeug.routing import RequestRedirect
 
 from api.console import access, present
 from api.console.access import Viewer, viewer
-from api.context import services
+from api.context import request_id, services
 from api.cursors import CursorRejected
+from api.exports import note_download, queue_export
 from api.logs import event_filter, page_of_events, state_of_record
 from api.schemas import AsOfQueryArgsSchema, LogQueryArgsSchema
 from storage import console, exports, merkle, queries, tlog
@@ -44,7 +45,7 @@ from storage.catalog import ENTITY_TYPES, PROPERTY_EVENT_CODES, RELATIONSHIPS
 from storage.history import subject_of
 from storage.queries import EventFilter
 from storage.timefmt import rfc3339
-from worker.restore import RestoreRefused, restore_property
+from worker.restore import AccessContext, RestoreRefused, restore_property
 
 blueprint = Blueprint(
     "console",
@@ -106,7 +107,14 @@ def enter(token: str) -> Any:
     runtime = services()
     try:
         with runtime.database.unit_of_work(write=True) as db:
-            grant = console.open_link(db, runtime.settings.secret_key, token, datetime.now(UTC))
+            grant = console.open_link(
+                db,
+                runtime.settings.secret_keys,
+                token,
+                datetime.now(UTC),
+                ip_address=request.remote_addr,
+                request_id=request_id(),
+            )
             db.commit()
     except console.LinkRejected as exc:
         page = render_template("console/link_rejected.html", reason=str(exc))
@@ -447,6 +455,7 @@ def rewind(event_id: str) -> Any:
                 },
                 ip_address=request.remote_addr,
                 now=datetime.now(UTC),
+                audit=AccessContext(performed_by=console_performer(), request_id=request_id()),
             )
         except RestoreRefused as exc:
             refusal, status = (
@@ -517,16 +526,14 @@ def start_export() -> Any:
         echo.update(entity_type=records[0][0], entity_id=records[0][1])
     if actor_ids:
         echo["actor_id"] = actor_ids[0]
-    runtime = services()
-    with runtime.database.unit_of_work(write=True) as db:
-        export = exports.create_export(db, viewer().org_id, echo, flt, datetime.now(UTC))
-        db.commit()
-    try:
-        runtime.start_export(export.id)
-    except Exception:  # the sweeper starts exports whose message never left
-        current_app.logger.warning("queueing export %s failed", export.id, exc_info=True)
+    export = queue_export(viewer().org_id, echo, flt, "csv", performed_by=console_performer())
     session["exports"] = ([export.id] + list(session.get("exports", [])))[:REMEMBERED_EXPORTS]
     return redirect(url_for("console.export", export_id=export.id), 303)
+
+
+def console_performer() -> dict[str, Any]:
+    """Who acts through a console session, for the access log: its viewer, if named."""
+    return {"type": "console", "viewer": viewer().viewer}
 
 
 def _own_export(export_id: str) -> Any:
@@ -564,4 +571,5 @@ def download_export(export_id: str) -> Any:
     path = Path(found.file_path)
     if not path.exists():
         abort(410, description="This export's file is gone; start a new one.")
+    note_download(found, console_performer())
     return send_file(path, mimetype="text/csv", as_attachment=True, download_name=f"{found.id}.csv")

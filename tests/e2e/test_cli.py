@@ -43,8 +43,8 @@ def output(result: subprocess.CompletedProcess[str]) -> dict:
 
 class TestCommands:
     def test_db_upgrade_is_safe_to_run_again(self, run):
-        assert output(run("db", "upgrade")) == {"revision": "0005"}
-        assert output(run("db", "upgrade")) == {"revision": "0005"}
+        assert output(run("db", "upgrade")) == {"revision": "0007"}
+        assert output(run("db", "upgrade")) == {"revision": "0007"}
 
     def test_orgs_keys_and_sources(self, run, database, settings):
         org = output(run("orgs", "create", "Acme Corp"))
@@ -91,6 +91,79 @@ class TestCommands:
         assert output(run("notifications", "retry")) == {"requeued": 0}
         with database.unit_of_work() as session:
             assert set(session.scalars(select(Notification.status))) == {"queued"}
+
+
+class TestOperations:
+    def test_scopes_lists_rotation_disabling_and_the_access_log(self, run, database, settings):
+        org = output(run("orgs", "create", "Umbrella"))
+        assert {"org_id": org["org_id"], "name": "Umbrella"}.items() <= next(
+            o for o in output(run("orgs", "list"))["orgs"] if o["org_id"] == org["org_id"]
+        ).items()
+        reader = output(run("keys", "create", org["org_id"], "--name", "siem", "--scope", "read"))
+        plain = output(run("keys", "create", org["org_id"]))
+        keys = {k["key_id"]: k for k in output(run("keys", "list", org["org_id"]))["keys"]}
+        assert keys[reader["key_id"]]["scopes"] == ["read"]
+        assert keys[plain["key_id"]]["scopes"] == ["read", "export"]
+        assert len(keys) == 3 and all(k["last_used_at"] is None for k in keys.values())
+        assert "api_key" not in json.dumps(keys) and reader["api_key"] not in json.dumps(keys)
+
+        source = output(run("sources", "create", org["org_id"], "Okta"))
+        rotated = output(
+            run("sources", "rotate-secret", source["source_id"], "--keep-old-for", "600")
+        )
+        assert rotated["source_id"] == source["source_id"]
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != source["secret"]
+        disabled = output(run("sources", "disable", source["source_id"]))
+        assert disabled["disabled"] is True
+        (listed,) = output(run("sources", "list", org["org_id"]))["sources"]
+        assert listed["source_id"] == source["source_id"]
+        assert listed["disabled_at"] == disabled["disabled_at"]
+        assert listed["previous_secret_expires_at"] is not None
+        assert "secret" not in {k for k in listed if not k.startswith(("secret_", "previous_"))}
+
+        log = output(run("access-log", org["org_id"]))["entries"]
+        assert [entry["action"] for entry in log] == [
+            "source.disabled",
+            "source.secret_rotated",
+            "source.created",
+            "key.created",
+            "key.created",
+            "key.created",
+        ]
+        only = output(
+            run("access-log", org["org_id"], "--action", "source.created", "--limit", "1")
+        )
+        assert [entry["action"] for entry in only["entries"]] == ["source.created"]
+        assert output(run("secrets", "reseal")) == {
+            "resealed_source_secrets": 0,
+            "resealed_log_keys": 0,
+        }
+
+    @pytest.mark.parametrize(
+        "args, message",
+        [
+            (("keys", "create", "org_x", "--scope", "admin"), "invalid choice"),
+            (("sources", "rotate-secret", "src_x", "--keep-old-for", "-1"), "negative"),
+            (("sources", "rotate-secret", "src_missing"), "does not exist"),
+            (("sources", "disable", "src_missing"), "does not exist"),
+            (("keys", "list", "org_missing"), "does not exist"),
+            (("access-log", "org_missing"), "does not exist"),
+        ],
+    )
+    def test_bad_input_fails_on_stderr(self, run, args, message):
+        result = run(*args, ok=False)
+        assert result.stdout == "" and message in result.stderr
+
+    def test_postgresql_without_secret_key_refuses_to_start(self, tmp_path):
+        env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgresql://postgres@127.0.0.1/none"}
+        for command in ([AUDITLOG, "db", "upgrade"], [AUDITLOG, "orgs", "list"]):
+            result = subprocess.run(
+                command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 2 and result.stdout == ""
+            assert "SECRET_KEY must be set" in result.stderr
+            assert "Traceback" not in result.stderr
+        assert not (tmp_path / "var").exists()
 
 
 class TestConsoleLink:

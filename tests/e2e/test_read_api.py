@@ -507,7 +507,11 @@ class TestRestore:
             "Intern",
             "Engineer",
         )
-        assert event["details"] == {"restored_from": update["id"]}
+        assert event["details"]["restored_from"] == update["id"]
+        # The key that made it, besides the actor given (the organisation's first key).
+        performer = event["details"]["performed_by"]
+        assert set(performer) == {"key_id", "key_name"} and performer["key_name"] == "default"
+        assert performer["key_id"].startswith("key_")
         assert event["origin"] == "manual"
         assert event["ip_address"] == "127.0.0.1"  # the test client's address
         assert event["actor"]["id"] == "p-admin"
