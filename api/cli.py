@@ -193,7 +193,13 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     """Offline: no settings, no database, no network (``main`` builds none for it)."""
     from worker.logcheck import verify_export
 
-    return verify_export(Path(args.export_file), Path(args.evidence), args.key)
+    return verify_export(
+        Path(args.export_file),
+        Path(args.evidence),
+        args.key,
+        origin=args.origin,
+        require_complete=args.complete,
+    )
 
 
 def non_negative_int(raw: str) -> int:
@@ -334,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     check_file.add_argument("export_file", metavar="EXPORT_FILE")
     check_file.add_argument("--evidence", required=True, metavar="FILE")
     check_file.add_argument("--key", required=True, metavar="VKEY", help="the log's vkey")
+    check_file.add_argument(
+        "--origin",
+        metavar="ORIGIN",
+        help="the log the checkpoint must name (<LOG_ORIGIN>/<org_id>)",
+    )
+    check_file.add_argument(
+        "--complete",
+        action="store_true",
+        help="refuse evidence of a filtered export: the file must be the whole log",
+    )
     check_file.set_defaults(offline=verify)
     return parser
 

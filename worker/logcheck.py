@@ -282,8 +282,11 @@ def _is_seq(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _opened_checkpoint(evidence: dict[str, Any], vkey: str) -> tuple[int, bytes]:
-    """The checkpoint's (size, root) once its signature by ``vkey`` verifies."""
+def _opened_checkpoint(
+    evidence: dict[str, Any], vkey: str, origin_wanted: str | None = None
+) -> tuple[str, int, bytes]:
+    """The checkpoint's (origin, size, root) once its signature by ``vkey`` verifies (and, with
+    ``origin_wanted``, once it names exactly that log)."""
     try:
         verifier = notes.NoteVerifier(vkey.strip())
     except Exception as exc:
@@ -326,7 +329,9 @@ def _opened_checkpoint(evidence: dict[str, Any], vkey: str) -> tuple[int, bytes]
         raise CheckFailed(
             [f"checkpoint: it is the log {origin}, not the log of {evidence['org_id']}"]
         )
-    return size, root
+    if origin_wanted is not None and origin != origin_wanted:
+        raise CheckFailed([f"checkpoint: it is the log {origin}, not {origin_wanted}"])
+    return origin, size, root
 
 
 def _checked_evidence(evidence: Any) -> dict[str, Any]:
@@ -435,19 +440,36 @@ def _log_key(event: dict[str, Any]) -> tuple[datetime, str] | None:
         return None
 
 
-def verify_export(path: Path, evidence_path: Path, vkey: str) -> dict[str, Any]:
+def verify_export(
+    path: Path,
+    evidence_path: Path,
+    vkey: str,
+    origin: str | None = None,
+    require_complete: bool = False,
+) -> dict[str, Any]:
     """Prove the export file at ``path`` with its evidence and the log's public key.
 
-    Returns ``{"verified": rows, "tree_size", "complete"}``; raises ``CheckFailed`` with
-    ``line L (seq S): reason`` for each failing row, ``seq S: missing from the file`` for
-    each row the file lacks, and a summary line.
+    Returns ``{"verified": rows, "tree_size", "complete", "origin"}``; raises
+    ``CheckFailed`` with ``line L (seq S): reason`` for each failing row, ``seq S: missing
+    from the file`` for each row the file lacks, and a summary line.
+
+    The evidence document itself is not signed (the checkpoint in it is): ``origin`` pins
+    the log the checkpoint must name, and ``require_complete`` refuses evidence that only
+    proves the rows to be in the log (a filtered export) where the whole log was expected.
     """
     try:
         evidence = _checked_evidence(_strict_object(evidence_path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CheckFailed([f"evidence: cannot be read ({exc})"]) from None
-    size, root = _opened_checkpoint(evidence, vkey)
+    log_origin, size, root = _opened_checkpoint(evidence, vkey, origin)
     complete: bool = evidence["complete"]
+    if require_complete and not complete:
+        raise CheckFailed(
+            [
+                "evidence: it proves the rows of a filtered export, not the whole log "
+                "(--complete was given)"
+            ]
+        )
 
     leaves: list[bytes] = []
     proofs: dict[int, list[bytes]] = {}
@@ -538,4 +560,9 @@ def verify_export(path: Path, evidence_path: Path, vkey: str) -> dict[str, Any]:
             f"missing: the file is not what checkpoint {size} signed"
         )
         raise CheckFailed(findings)
-    return {"verified": len(rows), "tree_size": size, "complete": complete}
+    return {
+        "verified": len(rows),
+        "tree_size": size,
+        "complete": complete,
+        "origin": log_origin,
+    }

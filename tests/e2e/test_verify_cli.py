@@ -107,12 +107,17 @@ def build_all(client: Any, database: Database, settings: Settings) -> dict[str, 
     return built
 
 
+ORIGIN = "audit.example.test"
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> dict[str, Built]:
     folder = tmp_path_factory.mktemp("verify")
     shutil.copyfile(sqlite_template, folder / "auditlog.sqlite3")
     settings = make_settings(
-        folder / "var", database_url=f"sqlite:///{folder / 'auditlog.sqlite3'}"
+        folder / "var",
+        database_url=f"sqlite:///{folder / 'auditlog.sqlite3'}",
+        log_origin=ORIGIN,
     )
     database = Database(settings.database_url)
     app = create_app(
@@ -137,13 +142,15 @@ def verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """Run ``auditlog verify`` in-process on the given file bytes and evidence."""
 
     def verify(
-        data: bytes, evidence: dict[str, Any], vkey: str, fmt: str = "jsonl"
+        data: bytes, evidence: dict[str, Any], vkey: str, fmt: str = "jsonl", *extra: str
     ) -> tuple[int, str, str]:
         export_file = tmp_path / f"export.{fmt}"
         export_file.write_bytes(data)
         evidence_file = tmp_path / "evidence.json"
         evidence_file.write_text(json.dumps(evidence), encoding="utf-8")
-        code = main(["verify", str(export_file), "--evidence", str(evidence_file), "--key", vkey])
+        code = main(
+            ["verify", str(export_file), "--evidence", str(evidence_file), "--key", vkey, *extra]
+        )
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -175,12 +182,27 @@ class TestExportsAsBuilt:
         assert (code, err) == (0, "")
         complete = kind.endswith("complete")
         rows = len(built.events())
-        assert json.loads(out) == {"verified": rows, "tree_size": built.size, "complete": complete}
+        assert json.loads(out) == {
+            "verified": rows,
+            "tree_size": built.size,
+            "complete": complete,
+            "origin": f"{ORIGIN}/{built.evidence['org_id']}",
+        }
         if complete:
             assert sorted(e["seq"] for e in built.events()) == list(range(1, built.size + 1))
         else:
             assert 0 < rows < built.size
             assert {e["entity"]["type"] for e in built.events()} == {"person"}
+
+    def test_origin_and_completeness_can_be_required(self, exports, verify):
+        whole, part = exports["jsonl-complete"], exports["jsonl-filtered"]
+        log = f"{ORIGIN}/{whole.evidence['org_id']}"
+        assert verify(whole.data, whole.evidence, whole.vkey, "jsonl", "--origin", log)[0] == 0
+        assert verify(whole.data, whole.evidence, whole.vkey, "jsonl", "--complete")[0] == 0
+        code, out, err = verify(whole.data, whole.evidence, whole.vkey, "jsonl", "--origin", "x/y")
+        assert (code, out) == (1, "") and f"it is the log {log}, not x/y" in err
+        code, out, err = verify(part.data, part.evidence, part.vkey, "jsonl", "--complete")
+        assert (code, out) == (1, "") and "not the whole log" in err
 
     def test_the_late_event_is_in_every_export(self, exports):
         for built in exports.values():
