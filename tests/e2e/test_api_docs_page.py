@@ -20,7 +20,8 @@ class TestApiDocsPage:
         assert all(ref.startswith("/") or ref.startswith("data:") for ref in references)
         for ref in references:
             if ref.startswith("/"):
-                assert client.get(ref).status_code == 200, ref
+                with client.get(ref) as asset:
+                    assert asset.status_code == 200, ref
         assert f"swagger-ui-bundle-{SWAGGER_UI_VERSION}.js" in html
         assert 'data-spec-url="/v1/openapi.json"' in html
 
