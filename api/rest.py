@@ -25,6 +25,7 @@ from api.docs import blueprint as docs_blueprint
 from api.errors import reject
 from api.schemas import EVENT_TYPE_ITEM, ErrorSchema
 from ingest.body import BodyRejected, ValuesRefused, parse_body
+from ingest.schemas import contains_nul
 
 UNKNOWN_FIELD = "Unknown field."
 
@@ -38,6 +39,8 @@ class ArgumentsParser(FlaskParser):
     ``validation_failed`` with each field's path for numbers that are not I-JSON and
     strings or keys with a lone surrogate. webargs' own loading would let a 5,000-digit
     integer or 200,000 nested ``[`` escape as a 500, and keep values no store can hold.
+    U+0000 in any string or key is a 422 too, as in a webhook's notifications and in query
+    parameters: PostgreSQL text cannot hold it.
     """
 
     # Let each schema's own ``unknown = RAISE`` decide, for query strings too.
@@ -56,11 +59,23 @@ class ArgumentsParser(FlaskParser):
         if not body:
             return missing
         try:
-            return parse_body(body)
+            document = parse_body(body)
         except ValuesRefused as exc:
             reject(UnprocessableEntity, "validation_failed", exc.message, exc.details())
         except BodyRejected as exc:
             reject(BadRequest, "invalid_json", exc.message)
+        # JSON can carry U+0000 only as the escape \u0000: without it, no walk is needed.
+        if b"\\u0000" in body and contains_nul(document):
+            message = "U+0000 is not allowed."
+            fields = (
+                sorted(key for key, value in document.items() if contains_nul([key, value]))
+                if isinstance(document, dict)
+                else ["_schema"]
+            )
+            reject(
+                UnprocessableEntity, "validation_failed", message, {f: [message] for f in fields}
+            )
+        return document
 
     def handle_error(
         self,
@@ -117,12 +132,13 @@ ENTITY_ID_NEEDS_TYPE = {"entity_id": ["entity_type"]}
 SCHEMA_RULES: dict[str, dict[str, Any]] = {
     "ExportRequest": {"dependentRequired": ENTITY_ID_NEEDS_TYPE},
     "ConsoleScope": {"minProperties": 1, "maxProperties": 1},
+    # A viewer, or no ``restore`` among the permissions (said without ``not``, which some
+    # generators handle poorly).
     "ConsoleSessionRequest": {
-        "if": {
-            "required": ["permissions"],
-            "properties": {"permissions": {"contains": {"const": "restore"}}},
-        },
-        "then": {"required": ["viewer"]},
+        "anyOf": [
+            {"required": ["viewer"]},
+            {"properties": {"permissions": {"items": {"enum": ["export"]}}}},
+        ]
     },
 }
 
@@ -182,15 +198,23 @@ def _filters_object(parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [folded, *rest]
 
 
-def _query_keys(document: dict[str, Any], operation: dict[str, Any]) -> set[str]:
-    """Query parameters that are credentials of the operation's security (not parameters)."""
-    schemes = document["components"]["securitySchemes"]
-    return {
-        schemes[name]["name"]
-        for requirement in operation.get("security", [])
-        for name in requirement
-        if schemes[name].get("type") == "apiKey" and schemes[name].get("in") == "query"
-    }
+#: No string the API takes may hold U+0000 (PostgreSQL text cannot hold it): a 422.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _strings_without_nul(schema: Any) -> None:
+    """Give every string schema under ``schema`` that has no pattern of its own ``NO_NUL``."""
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("type")
+            is_string = kind == "string" or (isinstance(kind, list) and "string" in kind)
+            if is_string and "pattern" not in item and "enum" not in item:
+                item["pattern"] = NO_NUL
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _event_type_in_body(document: dict[str, Any]) -> None:
@@ -222,15 +246,11 @@ def refine_document(document: dict[str, Any]) -> dict[str, Any]:
     _state_under_restore(document)
     for operations in document["paths"].values():
         for method, operation in operations.items():
-            if method == "parameters" or "parameters" not in operation:
-                continue
-            keys = _query_keys(document, operation)
-            parameters = [
-                p
-                for p in operation["parameters"]
-                if p.get("in") != "query" or p["name"] not in keys
-            ]
-            operation["parameters"] = _filters_object(parameters)
+            if method != "parameters" and "parameters" in operation:
+                operation["parameters"] = _filters_object(operation["parameters"])
+    # Path parameters too: an id holding U+0000 is a 404, like any id that does not exist.
+    _strings_without_nul(document["paths"])
+    _strings_without_nul(document["components"]["schemas"])
     return document
 
 

@@ -70,9 +70,11 @@ def test_schemathesis_with_every_check_reports_no_failure(served):
         "--header",
         f"Authorization: Bearer {api_key}",
         "--max-examples",
-        "15",
+        "8",
+        # One worker: schemathesis' threads compiling patterns at once trip a CPython 3.11
+        # SystemError ("AST constructor recursion depth mismatch") now and then.
         "--workers",
-        "2",
+        "1",
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
