@@ -56,7 +56,7 @@ def served(settings, database, publisher) -> Iterator[tuple[str, str]]:
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_schemathesis_with_every_check_reports_no_failure(served):
+def test_schemathesis_with_every_check_reports_no_failure(served, tmp_path):
     url, api_key = served
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
@@ -79,7 +79,14 @@ def test_schemathesis_with_every_check_reports_no_failure(served):
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     run = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        # Its own folder: schemathesis keeps a .schemathesis/ cache where it runs.
+        command,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     report = run.stdout + run.stderr
     assert run.returncode == 0, report
