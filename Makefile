@@ -9,7 +9,7 @@ PORT ?= 8000
 $(BIN)/auditlog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 $(VENV)/.test-installed: $(BIN)/auditlog

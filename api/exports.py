@@ -152,6 +152,13 @@ def export_document(export: Export) -> dict[str, Any]:
     }
 
 
+#: Where an export's id leads, for clients (and stateful fuzzing) that follow links.
+EXPORT_LINKS = {
+    operation: {"operationId": operation, "parameters": {"export_id": "$response.body#/id"}}
+    for operation in ("get_export", "download_export", "export_evidence")
+}
+
+
 def queue_export(
     org: str, filters: dict[str, Any], flt: Any, fmt: str, performed_by: dict[str, Any]
 ) -> Export:
@@ -199,9 +206,10 @@ def note_download(export: Export, performed_by: dict[str, Any]) -> None:
 
 
 @blp.route("/exports", methods=["POST"])
-@blp.arguments(ExportRequestSchema)
+@blp.arguments(ExportRequestSchema, required=False)
 @blp.response(202, ExportSchema)
-@blp.errors(400, 401, 422)
+@blp.errors(400, 401, 403, 422)
+@blp.doc(operationId="create_export", responses={"202": {"links": EXPORT_LINKS}})
 def create_export(args: dict[str, Any]) -> Any:
     """Queue an export of the events matching the filters, recorded until now."""
     body = request.get_json(silent=True) or {}
@@ -222,6 +230,17 @@ def create_export(args: dict[str, Any]) -> Any:
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, ExportListSchema)
 @blp.errors(400, 401)
+@blp.doc(
+    operationId="list_exports",
+    responses={
+        "200": {
+            "links": {
+                name: {**link, "parameters": {"export_id": "$response.body#/exports/0/id"}}
+                for name, link in EXPORT_LINKS.items()
+            }
+        }
+    },
+)
 def list_exports(args: dict[str, Any]) -> Any:
     """The organisation's exports, newest first."""
     with services().database.unit_of_work() as session:
@@ -233,6 +252,10 @@ def list_exports(args: dict[str, Any]) -> Any:
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, ExportSchema)
 @blp.errors(400, 401, 404)
+@blp.doc(
+    operationId="get_export",
+    responses={"200": {"links": {k: v for k, v in EXPORT_LINKS.items() if k != "get_export"}}},
+)
 def get_export(args: dict[str, Any], export_id: str) -> Any:
     """One export, with its progress and, once it succeeded, a download link."""
     with services().database.unit_of_work() as session:
@@ -248,6 +271,11 @@ def get_export(args: dict[str, Any], export_id: str) -> Any:
     200, description="the file (application/x-ndjson for a jsonl export)", content_type="text/csv"
 )
 @blp.errors(400, 401, 403, 404, 409, 410)
+@blp.doc(
+    operationId="download_export",
+    # Either credential: the bearer key, or the token of a signed ``download_url``.
+    security=[{"bearerAuth": []}, {"downloadLink": []}],
+)
 def download_export(args: dict[str, Any], export_id: str) -> Any:
     """The file, with the bearer key or through a signed ``download_url``."""
     if "Authorization" in request.headers or "token" not in args:
@@ -288,6 +316,7 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, EvidenceSchema)
 @blp.errors(400, 401, 404, 409, 410)
+@blp.doc(operationId="export_evidence")
 def export_evidence(args: dict[str, Any], export_id: str) -> Any:
     """What proves the export's file against its signed checkpoint (``auditlog verify``).
 

@@ -21,7 +21,7 @@ from werkzeug.exceptions import NotFound, UnprocessableEntity
 from api.auth import require_api_key
 from api.context import org_id, services
 from api.errors import reject
-from api.rest import Blueprint
+from api.rest import Blueprint, event_links
 from api.schemas import EventSchema, NoQueryArgsSchema
 from storage import merkle, queries, tlog
 
@@ -108,6 +108,7 @@ def b64(digest: bytes) -> str:
 @blp.arguments(FeedQueryArgsSchema, location="query")
 @blp.response(200, FeedSchema)
 @blp.errors(400, 401, 422)
+@blp.doc(operationId="feed", responses={"200": {"links": event_links("/events/0")}})
 def feed(args: dict[str, Any]) -> Any:
     """Events after ``after`` in seq order; ``wait`` holds the request until one arrives."""
     database = services().database
@@ -139,6 +140,23 @@ def _within(size: int, latest: tlog.Checkpoint, name: str) -> None:
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, CheckpointSchema)
 @blp.errors(400, 401, 404)
+@blp.doc(
+    operationId="latest_checkpoint",
+    responses={
+        "200": {
+            "links": {
+                "inclusion_proof": {
+                    "operationId": "inclusion_proof",
+                    "parameters": {"seq": 1, "tree_size": "$response.body#/tree_size"},
+                },
+                "consistency_proof": {
+                    "operationId": "consistency_proof",
+                    "parameters": {"first": 1, "second": "$response.body#/tree_size"},
+                },
+            }
+        }
+    },
+)
 def latest_checkpoint(args: dict[str, Any]) -> Any:
     """The latest signed checkpoint of the organisation's log."""
     with services().database.unit_of_work() as session:
@@ -149,6 +167,7 @@ def latest_checkpoint(args: dict[str, Any]) -> Any:
 @blp.arguments(InclusionQueryArgsSchema, location="query")
 @blp.response(200, InclusionProofSchema)
 @blp.errors(400, 401, 404, 422)
+@blp.doc(operationId="inclusion_proof")
 def inclusion_proof(args: dict[str, Any]) -> Any:
     """RFC 9162 inclusion proof of the event ``seq`` in the tree of ``tree_size``."""
     with services().database.unit_of_work() as session:
@@ -165,6 +184,7 @@ def inclusion_proof(args: dict[str, Any]) -> Any:
 @blp.arguments(ConsistencyQueryArgsSchema, location="query")
 @blp.response(200, ConsistencyProofSchema)
 @blp.errors(400, 401, 404, 422)
+@blp.doc(operationId="consistency_proof")
 def consistency_proof(args: dict[str, Any]) -> Any:
     """RFC 9162 consistency proof between the trees of ``first`` and ``second`` events."""
     with services().database.unit_of_work() as session:
@@ -180,6 +200,7 @@ def consistency_proof(args: dict[str, Any]) -> Any:
 @keys_blp.arguments(NoQueryArgsSchema, location="query")
 @keys_blp.response(200, LogKeysSchema)
 @keys_blp.errors(400)
+@keys_blp.doc(operationId="log_keys")
 def log_keys(args: dict[str, Any]) -> Any:
     """The public keys that sign checkpoints, retired ones included (no API key needed)."""
 

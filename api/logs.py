@@ -13,7 +13,7 @@ from api.auth import require_api_key
 from api.context import api_key, org_id, request_id, services
 from api.cursors import CursorRejected, Cursors
 from api.errors import reject
-from api.rest import Blueprint
+from api.rest import Blueprint, event_links
 from api.schemas import (
     AsOfQueryArgsSchema,
     EntityStateSchema,
@@ -119,6 +119,7 @@ def known_type(entity_type: str) -> None:
 @blp.arguments(LogQueryArgsSchema, location="query")
 @blp.response(200, EventPageSchema)
 @blp.errors(400, 401, 422)
+@blp.doc(operationId="list_events", responses={"200": {"links": event_links("/events/0")}})
 def list_events(args: dict[str, Any]) -> Any:
     """The aggregate log, newest first."""
     return log_page(args, event_filter(args))
@@ -136,6 +137,7 @@ def list_events(args: dict[str, Any]) -> Any:
 @blp.arguments(LogQueryArgsSchema, location="query")
 @blp.response(200, EventPageSchema)
 @blp.errors(400, 401, 404, 422)
+@blp.doc(operationId="record_history", responses={"200": {"links": event_links("/events/0")}})
 def record_history(args: dict[str, Any], entity_type: str, entity_id: str) -> Any:
     """A record's history: events whose entity or any target is that record."""
     known_type(entity_type)
@@ -146,6 +148,7 @@ def record_history(args: dict[str, Any], entity_type: str, entity_id: str) -> An
 @blp.arguments(LogQueryArgsSchema, location="query")
 @blp.response(200, EventPageSchema)
 @blp.errors(400, 401, 422)
+@blp.doc(operationId="actor_activity", responses={"200": {"links": event_links("/events/0")}})
 def actor_activity(args: dict[str, Any], actor_id: str) -> Any:
     """What an actor did: events whose actor is that id."""
     return log_page(args, event_filter(args, actor_ids=(actor_id,)))
@@ -155,6 +158,7 @@ def actor_activity(args: dict[str, Any], actor_id: str) -> Any:
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, EventTypeSchema(many=True))
 @blp.errors(400, 401)
+@blp.doc(operationId="event_types")
 def event_types(args: dict[str, Any]) -> Any:
     """The event catalog."""
     return jsonify(
@@ -174,6 +178,7 @@ def event_types(args: dict[str, Any]) -> Any:
 @blp.arguments(AsOfQueryArgsSchema, location="query")
 @blp.response(200, EntityStateSchema)
 @blp.errors(400, 401, 404, 422)
+@blp.doc(operationId="record_state")
 def record_state(args: dict[str, Any], entity_type: str, entity_id: str) -> Any:
     """A record as it stands, or as it stood at ``as_of`` (rebuilt from the log)."""
     known_type(entity_type)
@@ -202,6 +207,7 @@ def record_state(args: dict[str, Any], entity_type: str, entity_id: str) -> Any:
 @blp.response(201, RestoreResultSchema)
 @blp.alt_response(200, schema=RestoreResultSchema, description="the value is already current")
 @blp.errors(400, 401, 404, 409, 422)
+@blp.doc(operationId="restore")
 def restore(body: dict[str, Any], entity_type: str, entity_id: str) -> Any:
     """Set a property back to the old value of one of the record's update events.
 
@@ -263,6 +269,7 @@ def restore(body: dict[str, Any], entity_type: str, entity_id: str) -> Any:
 @blp.arguments(NoQueryArgsSchema, location="query")
 @blp.response(200, NotificationStatusSchema)
 @blp.errors(400, 401, 404)
+@blp.doc(operationId="notification_status")
 def notification_status(args: dict[str, Any], source_id: str, notification_id: str) -> Any:
     """Where a notification is: queued, processed (with its events) or failed."""
     with services().database.unit_of_work() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
@@ -10,6 +11,30 @@ from marshmallow.validate import Length, OneOf, Range
 
 from ingest.schemas import ActorSchema, Rfc3339DateTime
 from storage.catalog import ENTITY_TYPES, EVENT_TYPES_BY_CODE
+
+#: What ``str.strip`` removes around each item of an event-type list (``str.isspace``).
+_SPACE = (
+    "[\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000]*"
+)
+#: One item: a code of the catalog, or ``<entity type>.*`` for every code of that type.
+EVENT_TYPE_ITEM = "{space}({codes}|({prefixes})\\.\\*){space}".format(
+    space=_SPACE,
+    codes="|".join(re.escape(code) for code in sorted(EVENT_TYPES_BY_CODE)),
+    prefixes="|".join(sorted({code.split(".")[0] for code in EVENT_TYPES_BY_CODE})),
+)
+EVENT_TYPE_LIST_PATTERN = f"^{EVENT_TYPE_ITEM}(,{EVENT_TYPE_ITEM})*$"
+
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"({_OCTET}\.){{3}}{_OCTET}"
+_H = "[0-9a-fA-F]{1,4}"
+_IPV6 = (
+    f"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
+    f"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
+    f"|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:))"
+)
+#: An address or a CIDR network, IPv4 (dotted, no leading zeros) or IPv6 (no zone index).
+NETWORK_PATTERN = rf"^({_IPV4}(/(3[0-2]|[12]?[0-9]))?|{_IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
 
 
 class EventTypeList(fields.Field):
@@ -74,8 +99,17 @@ class LogFiltersSchema(Schema):
     entity_type = fields.String(validate=OneOf(ENTITY_TYPES))
     entity_id = fields.String(validate=Length(min=1, max=200))
     actor_id = fields.String(validate=Length(min=1, max=200))
-    event_type = EventTypeList(metadata={"type": "string", "example": "person.*,app.created"})
-    ip = NetworkField(metadata={"type": "string", "example": "203.0.113.0/24"})
+    event_type = EventTypeList(
+        metadata={
+            "type": "string",
+            "pattern": EVENT_TYPE_LIST_PATTERN,
+            "example": "person.*,app.created",
+            "description": "Codes of the catalog, comma-separated; `<type>.*` for all of a type.",
+        }
+    )
+    ip = NetworkField(
+        metadata={"type": "string", "pattern": NETWORK_PATTERN, "example": "203.0.113.0/24"}
+    )
     since = Rfc3339DateTime(metadata={"type": "string", "format": "date-time"})
     until = Rfc3339DateTime(metadata={"type": "string", "format": "date-time"})
 
