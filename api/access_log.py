@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import jsonify
@@ -32,15 +33,16 @@ class ActionList(fields.Field):
     }
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[str, ...]:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not value:
             raise self.make_error("invalid")
-        actions = tuple(part.strip() for part in value.split(",") if part.strip())
-        if not actions:
-            raise self.make_error("invalid")
+        actions = tuple(value.split(","))
         for action in actions:
             if action not in access.ACTIONS:
                 raise self.make_error("unknown", action=action)
         return actions
+
+
+ACTION = "|".join(re.escape(action) for action in access.ACTIONS)
 
 
 class AccessLogQueryArgsSchema(Schema):
@@ -50,7 +52,8 @@ class AccessLogQueryArgsSchema(Schema):
     action = ActionList(
         metadata={
             "type": "string",
-            "description": "comma-separated actions: " + ", ".join(access.ACTIONS),
+            "description": "comma-separated actions (no spaces): " + ", ".join(access.ACTIONS),
+            "pattern": f"^({ACTION})(,({ACTION}))*$",
             "example": "export.created,export.downloaded",
         }
     )

@@ -91,6 +91,6 @@ def test_schemathesis_with_every_check_reports_no_failure(served, tmp_path):
     report = run.stdout + run.stderr
     assert run.returncode == 0, report
     # Every operation of the document was tested, in every phase, stateful included.
-    assert "Tested: 20" in report, report
+    assert "Tested: 21" in report, report
     for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
         assert f"✅ {phase}" in report, report
