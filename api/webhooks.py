@@ -34,6 +34,7 @@ from ingest.notifications import (
 from ingest.schemas import WebhookAcceptedSchema
 from ingest.signature import SignatureRejected, verify_signature
 from storage import inbox
+from storage.logformat import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,12 @@ def receive_webhook(source_id: str) -> Any:
         reject(BadRequest, exc.code, exc.message)
 
     try:
-        incoming = validate_notifications(document, webhook_id, nul_possible="\\u0000" in text)
+        incoming = validate_notifications(
+            document,
+            webhook_id,
+            nul_possible="\\u0000" in text,
+            request_id=current_request_id.get(),
+        )
     except ShapeRejected as exc:
         reject(BadRequest, "invalid_shape", exc.message, exc.details)
     except NotificationsInvalid as exc:
