@@ -29,6 +29,11 @@ accesslog = "-"
 graceful_timeout = 30
 
 
+def post_worker_init(worker: Any) -> None:
+    """Said once a worker has loaded the app: from then on it stops at once on SIGTERM."""
+    worker.log.info("worker %s ready", worker.pid)
+
+
 class JsonLogger(glogging.Logger):
     """gunicorn's logger, writing through the root logger the app logs to."""
 

@@ -23,7 +23,7 @@ current_request_id: ContextVar[str | None] = ContextVar("current_request_id", de
 
 LOG_FORMATS = ("json", "text")
 
-JSON_FIELDS = "%(levelname)s %(name)s %(processName)s %(message)s"
+JSON_FIELDS = "%(levelname)s %(name)s %(processName)s %(process)d %(message)s"
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s%(request_suffix)s"
 
 
@@ -52,12 +52,18 @@ class RequestIdFilter(logging.Filter):
 
 class JsonLineFormatter(JsonFormatter):
     """python-json-logger's formatter: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
-    ``process``, ``message``, then every ``extra`` field; a traceback is ``exc_info``."""
+    ``process`` (its name), ``pid``, ``message``, then every ``extra`` field; a traceback
+    is ``exc_info``."""
 
     def __init__(self) -> None:
         super().__init__(
             JSON_FIELDS,
-            rename_fields={"levelname": "level", "name": "logger", "processName": "process"},
+            rename_fields={
+                "levelname": "level",
+                "name": "logger",
+                "processName": "process",
+                "process": "pid",
+            },
             timestamp="time",
             json_ensure_ascii=False,
         )

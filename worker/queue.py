@@ -28,7 +28,8 @@ QUEUE = "auditlog"
 #: Longer than any task can run; Redis redelivers an unacknowledged message after it.
 VISIBILITY_TIMEOUT_SECONDS = 3600
 #: How long an idle worker waits on the broker before it looks again for a shutdown (Redis:
-#: the BRPOP timeout; the filesystem transport: how often it lists its folder).
+#: the BRPOP timeout, fractional since Redis 6; the filesystem transport: how often it lists
+#: its folder).
 BROKER_POLLING_SECONDS = 0.25
 
 

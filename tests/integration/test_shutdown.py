@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -75,9 +76,16 @@ def web_answers(port: str) -> bool:
         return False
 
 
+def web_workers_ready(process: Process) -> int:
+    return len(re.findall(r'"message": "worker \d+ ready"', process.output()))
+
+
 def wait_until_ready(name: str, process: Process, env: dict[str, str]) -> None:
+    """Idle means started: every gunicorn worker has loaded the app (one that is still
+    loading it finishes that first), the worker consumes, beat has sent a task."""
     if name == "web":
         wait_until(lambda: web_answers(env["PORT"]), 60, process.output())
+        wait_until(lambda: web_workers_ready(process) >= 2, 60, process.output())
     elif name == "worker":
         process.wait_for_text("ready.", timeout=60)
     else:
