@@ -25,8 +25,10 @@ what stood in its way was:
   installed here logs it (JSON like every other line) and does the same thing.
 
 With these an idle worker exits in about a second of a SIGTERM (what remains is billiard's
-pool supervisor thread, which wakes every 0.8 s). A cold shutdown (SIGQUIT, a second
-Ctrl-C) no longer kills a busy pool process either: it finishes its task.
+pool supervisor thread, which wakes every 0.8 s). Celery's cold shutdown (SIGQUIT, a
+second Ctrl-C) ends pool processes with SIGTERM too, so it now waits for a running task as
+well; SIGKILL cuts one short (the message is acknowledged late, so it is delivered again).
+Hard time limits are unaffected: billiard follows its SIGTERM with SIGKILL.
 """
 
 from __future__ import annotations
