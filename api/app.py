@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Request, request
 from werkzeug.exceptions import NotFound, UnprocessableEntity
+from werkzeug.routing import MapAdapter
 
 from api.access_log import blp as access_log_blueprint
 from api.auth import check_endpoint_scopes
 from api.console.access import configure_sessions
 from api.console.links import blp as console_sessions_blueprint
 from api.console.views import blueprint as console_blueprint
+from api.edge import RequestIds, TrustedProxies
 from api.errors import register_error_handlers, reject
 from api.exports import blp as exports_blueprint
 from api.feed import blp as feed_blueprint
@@ -27,6 +32,27 @@ from storage.settings import Settings, settings_or_exit
 from worker.queue import create_celery, export_starter, publisher
 
 
+class AuditlogFlask(Flask):
+    """Flask, with links made for the service's public address when ``PUBLIC_URL`` is set.
+
+    ``url_for(..., _external=True)`` (export download links) then names ``PUBLIC_URL``'s
+    scheme, host and path whatever host the request came in by; without it, the request's
+    own, which behind a trusted proxy are the ones the client used (``api.edge``).
+    """
+
+    public_url: str = ""
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        adapter = super().create_url_adapter(request)
+        if adapter is not None and request is not None and self.public_url:
+            public = urlsplit(self.public_url)
+            adapter.url_scheme = public.scheme
+            adapter.server_name = public.netloc
+            if public.path.strip("/"):
+                adapter.script_name = public.path.rstrip("/") + "/"
+        return adapter
+
+
 def create_app(
     settings: Settings | None = None,
     database: Database | None = None,
@@ -35,7 +61,8 @@ def create_app(
 ) -> Flask:
     """Build the app; tests pass their own settings, database or publisher."""
     settings = settings or settings_or_exit()
-    app = Flask(__name__)
+    app = AuditlogFlask(__name__)
+    app.public_url = settings.public_url
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     celery = create_celery(settings, fail_fast=True)
@@ -78,6 +105,9 @@ def create_app(
     # After the Api, whose own HTTPException handler this replaces.
     register_error_handlers(app)
     check_endpoint_scopes(app)
+    # Outermost, so that every response of the process carries its request id.
+    proxied: Any = TrustedProxies(app.wsgi_app, settings.forwarded_allow_ips)
+    app.wsgi_app = RequestIds(proxied)  # type: ignore[method-assign]
     return app
 
 

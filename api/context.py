@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import current_app, g, has_request_context
+from flask import current_app, g, has_request_context, request
 
+from api.edge import REQUEST_ID_ENVIRON_KEY
 from storage.accounts import KeyIdentity
 from storage.runtime import Services
 
@@ -23,7 +24,8 @@ def api_key() -> KeyIdentity:
 
 
 def request_id() -> str | None:
-    """The request's id (``X-Request-ID``), for what it records; None outside a request."""
+    """The request's id (``X-Request-ID``, set by ``api.edge.RequestIds``), for what it
+    records; None outside a request."""
     if not has_request_context():
         return None
-    return g.get("request_id")
+    return request.environ.get(REQUEST_ID_ENVIRON_KEY)

@@ -37,6 +37,7 @@ from ingest.schemas import WebhookAcceptedSchema
 from ingest.signature import SignatureRejected, verify_signature
 from storage import inbox
 from storage.credentials import SealedWithUnknownKey
+from storage.logformat import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,12 @@ def receive_webhook(source_id: str) -> Any:
         reject(BadRequest, exc.code, exc.message)
 
     try:
-        incoming = validate_notifications(document, webhook_id, nul_possible="\\u0000" in text)
+        incoming = validate_notifications(
+            document,
+            webhook_id,
+            nul_possible="\\u0000" in text,
+            request_id=current_request_id.get(),
+        )
     except ShapeRejected as exc:
         reject(BadRequest, "invalid_shape", exc.message, exc.details)
     except NotificationsInvalid as exc:

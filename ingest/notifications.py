@@ -119,14 +119,16 @@ known_sources = SourceCache()
 
 
 def validate_notifications(
-    document: Any, webhook_id: str, nul_possible: bool = True
+    document: Any, webhook_id: str, nul_possible: bool = True, request_id: str | None = None
 ) -> list[IncomingNotification]:
     """Every notification of the body, validated, as the inbox stores it.
 
     Raises ``ShapeRejected`` for a body of the wrong shape (the API answers 400) and
     ``NotificationsInvalid`` for a notification that fails validation (422), with details
     keyed by field and, in a batch, by index. ``nul_possible=False`` (the raw body holds no
-    ``\\u0000`` escape) skips the U+0000 walk.
+    ``\\u0000`` escape) skips the U+0000 walk. ``request_id`` (the webhook request's) is
+    kept with each notification, so that the worker's log lines name it even when the
+    notification is processed in another request's batch.
     """
     schema = notification_schema if nul_possible else nul_free_notification_schema
     if not isinstance(document, dict):
@@ -163,14 +165,18 @@ def validate_notifications(
             entity_id=item["entity"]["id"],
             occurred_at=item["occurred_at"],
             sequence=item["sequence"],
-            payload=stored_payload(item),
+            payload=stored_payload(item, request_id),
         )
         for index, item in enumerate(loaded)
     ]
 
 
-def stored_payload(item: dict[str, Any]) -> dict[str, Any]:
-    """The normalised notification as the worker will read it back (JSON only)."""
+def stored_payload(item: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    """The normalised notification as the worker will read it back (JSON only). The request
+    id is bookkeeping for logs: no event is derived from it (``worker.derive`` reads fields
+    by name), and senders cannot set it (it is not a notification field)."""
     payload = dict(item)
     payload["occurred_at"] = rfc3339(item["occurred_at"])
+    if request_id:
+        payload["request_id"] = request_id
     return payload

@@ -7,6 +7,7 @@ installed: SQLite under ``var/`` and a filesystem Celery transport. Tests build 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.logformat import parse_log_format
+
 
 def normalise_database_url(url: str) -> str:
     """Map ``postgres://`` and ``postgresql://`` to the psycopg 3 driver."""
@@ -23,6 +26,22 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def parse_forwarded_allow_ips(raw: str | None) -> tuple[str, ...]:
+    """``FORWARDED_ALLOW_IPS``: comma-separated addresses or networks, or ``*``; unset or
+    empty, no peer is trusted. gunicorn reads the same variable with the same meaning."""
+    entries = tuple(entry.strip() for entry in (raw or "").split(",") if entry.strip())
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network or *"
+            ) from None
+    return entries
 
 
 def _read_or_create_secret(path: Path) -> str:
@@ -78,6 +97,10 @@ class Settings:
     #: ``False`` only to measure what sequencing costs (``SEQUENCER=off``, benchmarks):
     #: events then never get a seq.
     sequencer_enabled: bool = True
+    #: ``json`` (one object per line) or ``text``, for web, worker and beat alike.
+    log_format: str = "json"
+    #: Peers whose ``X-Forwarded-*`` headers are believed (addresses, networks or ``*``).
+    forwarded_allow_ips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.export_dir == Path():
@@ -139,7 +162,15 @@ class Settings:
             log_origin=env.get("LOG_ORIGIN", "").strip() or socket.gethostname(),
             log_signing_key=env.get("LOG_SIGNING_KEY", "").strip(),
             sequencer_enabled=env.get("SEQUENCER", "on").strip().lower() != "off",
+            log_format=parse_log_format(env.get("LOG_FORMAT")),
+            forwarded_allow_ips=parse_forwarded_allow_ips(env.get("FORWARDED_ALLOW_IPS")),
         )
+
+    @staticmethod
+    def log_format_from_env(environ: Mapping[str, str] | None = None) -> str:
+        """``LOG_FORMAT`` alone, for configuring logging before anything else is read."""
+        env = os.environ if environ is None else environ
+        return parse_log_format(env.get("LOG_FORMAT"))
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

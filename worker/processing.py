@@ -103,6 +103,15 @@ def process_notifications(
             record_notifications(session, batch, datetime.now(UTC))
             session.commit()
             outcome.processed = len(batch)
+            log.info(
+                "recorded %d notifications (%d of this message's)",
+                len(batch),
+                len(pks),
+                extra={
+                    "notifications": [row.pk for row in batch],
+                    "request_ids": request_ids_of(batch),
+                },
+            )
             return outcome
     except (OperationalError, InterfaceError):
         raise
@@ -122,6 +131,17 @@ def process_notifications(
         outcome.failed += single.failed
         outcome.to_retry.extend(single.to_retry)
     return outcome
+
+
+def request_ids_of(rows: Sequence[Any]) -> list[str]:
+    """The webhook requests that delivered these notifications, in first-seen order: a
+    catch-up batch holds several requests' notifications, and its log lines name them all."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        request_id = (row.payload or {}).get("request_id")
+        if request_id:
+            seen.setdefault(request_id, None)
+    return list(seen)
 
 
 def _record_failure(

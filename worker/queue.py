@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init
+from celery import Celery, signals
 
 from storage.db import Database
+from storage.logformat import configure_logging, current_request_id
 from storage.runtime import Publish, StartExport
 from storage.settings import Settings
+from worker import shutdown
 
 PROCESS_NOTIFICATIONS = "auditlog.process_notifications"
 REQUEUE_STALE = "auditlog.requeue_stale_notifications"
@@ -26,6 +27,10 @@ QUEUE = "auditlog"
 
 #: Longer than any task can run; Redis redelivers an unacknowledged message after it.
 VISIBILITY_TIMEOUT_SECONDS = 3600
+#: How long an idle worker waits on the broker before it looks again for a shutdown (Redis:
+#: the BRPOP timeout, fractional since Redis 6; the filesystem transport: how often it lists
+#: its folder).
+BROKER_POLLING_SECONDS = 0.25
 
 
 def broker_settings(settings: Settings) -> dict[str, Any]:
@@ -36,14 +41,17 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
                 "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
                 "socket_connect_timeout": 3,
                 "socket_timeout": 10,
+                "polling_interval": BROKER_POLLING_SECONDS,
             },
         }
     folder = (settings.var_dir / "broker").resolve()
     for name in ("queue", "processed", "control"):
         (folder / name).mkdir(parents=True, exist_ok=True)
     return {
-        "broker_url": "filesystem://",
+        "broker_url": "filesystem://localhost/",
+        "broker_transport": f"{shutdown.__name__}:FilesystemTransport",
         "broker_transport_options": {
+            "polling_interval": BROKER_POLLING_SECONDS,
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
@@ -74,6 +82,8 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
         worker_hijack_root_logger=False,
+        # The ETA timer's thread (blocking loop only) wakes this often; stopping waits for it.
+        worker_timer_precision=BROKER_POLLING_SECONDS,
         # Beat keeps its schedule in memory: every periodic task here is an interval sweep
         # that is safe to run again, so nothing is worth a file, and a fresh host (no
         # ``var/`` folder) can start beat with nothing but its environment.
@@ -106,7 +116,10 @@ def publisher(app: Celery) -> Publish:
     """One message per call; no retries here, so a dead broker fails fast (the sweeper retries)."""
 
     def publish(pks: Sequence[int]) -> None:
-        app.send_task(PROCESS_NOTIFICATIONS, args=[list(pks)], retry=False)
+        # The request being served (if any) travels with the message, for the worker's logs.
+        request_id = current_request_id.get()
+        kwargs = {"request_id": request_id} if request_id else None
+        app.send_task(PROCESS_NOTIFICATIONS, args=[list(pks)], kwargs=kwargs, retry=False)
 
     return publish
 
@@ -132,8 +145,31 @@ def database_for(app: Celery) -> Database:
     return database
 
 
-@worker_process_init.connect
+@signals.worker_process_init.connect
 def _dispose_inherited_engines(**_: Any) -> None:
     """A forked pool process must not reuse its parent's connections."""
     for database in _databases.values():
         database.dispose()
+
+
+@signals.setup_logging.connect
+def _log_json_lines(loglevel: Any = None, **_: Any) -> None:
+    """Worker and beat log like the web (``storage.logformat``) instead of Celery's format."""
+    configure_logging(Settings.log_format_from_env(), loglevel or "INFO")
+
+
+_task_contexts: dict[str, Any] = {}
+
+
+@signals.task_prerun.connect
+def _enter_request_context(task_id: str = "", kwargs: Any = None, **_: Any) -> None:
+    """A task published while serving a request logs with that request's id."""
+    request_id = (kwargs or {}).get("request_id")
+    _task_contexts[task_id] = current_request_id.set(request_id if request_id else None)
+
+
+@signals.task_postrun.connect
+def _leave_request_context(task_id: str = "", **_: Any) -> None:
+    token = _task_contexts.pop(task_id, None)
+    if token is not None:
+        current_request_id.reset(token)

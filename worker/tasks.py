@@ -41,8 +41,13 @@ def register(app: Celery) -> None:
     )
 
     @app.task(name=PROCESS_NOTIFICATIONS, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
-    def process_notifications(self: Task, pks: Sequence[int]) -> dict[str, Any]:
-        """Diff and record a batch of notifications (one message per webhook request)."""
+    def process_notifications(
+        self: Task, pks: Sequence[int], request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Diff and record a batch of notifications (one message per webhook request).
+
+        ``request_id`` is the webhook request's; the task's log lines carry it (set by
+        ``worker.queue`` around every task), and a retry keeps it."""
         settings = app.auditlog_settings
         try:
             outcome = processing.process_notifications(

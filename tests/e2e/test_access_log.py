@@ -80,6 +80,7 @@ def test_each_action_is_recorded_with_who_did_it(client, database, settings):
     restore = by_action["entity.restored"]
     assert restore["subject_id"] == restored.get_json()["event"]["id"]
     assert restore["ip_address"] == "203.0.113.7"
+    assert restore["request_id"] == "req-restore-1"
     assert restore["details"]["restored_from"] == update["id"]
     downloads = [e for e in page["entries"] if e["action"] == "export.downloaded"]
     assert {d["performed_by"]["type"] for d in downloads} == {"api_key", "signed_link"}

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 
+from bench.services import BIN, free_port
 from storage.settings import Settings
 from tests.conftest import redis_url
 from tests.integration.processes import PrivateRedis
@@ -39,3 +42,24 @@ def worker_settings(settings: Settings, shared_redis_url: str) -> Settings:
     return dataclasses.replace(
         settings, redis_url=shared_redis_url, requeue_after_seconds=1, sweep_interval_seconds=1
     )
+
+
+@pytest.fixture
+def fresh_host(tmp_path: Path, postgres_url: str, shared_redis_url: str):
+    """An empty working directory and the three variables a host shares with the others."""
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AUDITLOG_", "DATABASE_", "REDIS_", "SECRET_", "EXPORT_"))
+    }
+    env.update(
+        PATH=f"{BIN}:{env.get('PATH', '')}",
+        DATABASE_URL=postgres_url,
+        REDIS_URL=shared_redis_url,
+        SECRET_KEY="a-secret-shared-by-every-host",
+        PORT=str(free_port()),
+        SWEEP_INTERVAL_SECONDS="1",
+    )
+    return folder, env

@@ -52,6 +52,7 @@ class CeleryWorker(Process):
             str(BIN / "celery"),
             "-A",
             "worker.main",
+            "--quiet",  # no banner: every line is a JSON log line, as in the Procfile
             "worker",
             "--loglevel",
             "INFO",

@@ -3,14 +3,13 @@ nothing but ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KEY`` in its environmen
 
 from __future__ import annotations
 
-import os
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from bench.services import BIN, Process, free_port
+from bench.services import Process
 from tests.integration.processes import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -25,27 +24,6 @@ def procfile() -> dict[str, str]:
         if command.strip():
             entries[name.strip()] = command.strip()
     return entries
-
-
-@pytest.fixture
-def fresh_host(tmp_path: Path, postgres_url: str, shared_redis_url: str):
-    """An empty working directory and the three variables a host shares with the others."""
-    folder = tmp_path / "checkout"
-    folder.mkdir()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AUDITLOG_", "DATABASE_", "REDIS_", "SECRET_", "EXPORT_"))
-    }
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        DATABASE_URL=postgres_url,
-        REDIS_URL=shared_redis_url,
-        SECRET_KEY="a-secret-shared-by-every-host",
-        PORT=str(free_port()),
-        SWEEP_INTERVAL_SECONDS="1",
-    )
-    return folder, env
 
 
 def start(name: str, folder: Path, env: dict[str, str]) -> Process:

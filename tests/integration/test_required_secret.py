@@ -11,13 +11,13 @@ import subprocess
 
 import pytest
 
-from tests.integration.test_procfile import fresh_host, procfile  # noqa: F401 (a fixture)
+from tests.integration.test_procfile import procfile
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 @pytest.mark.parametrize("name", ["web", "worker", "beat", "release"])
-def test_each_process_refuses_to_start_without_secret_key(name, fresh_host):  # noqa: F811
+def test_each_process_refuses_to_start_without_secret_key(name, fresh_host):
     folder, env = fresh_host
     del env["SECRET_KEY"]
     result = subprocess.run(

@@ -47,3 +47,25 @@ class TestDatabaseUrl:
     )
     def test_postgres_urls_map_to_psycopg_3(self, given, expected):
         assert normalise_database_url(given) == expected
+
+
+class TestOperationsVariables:
+    def test_log_format_is_json_unless_text_is_asked_for(self, tmp_path):
+        base = {"SECRET_KEY": "k", "AUDITLOG_VAR_DIR": str(tmp_path)}
+        assert Settings.from_env(base).log_format == "json"
+        assert Settings.from_env({**base, "LOG_FORMAT": " Text "}).log_format == "text"
+        with pytest.raises(ValueError, match="LOG_FORMAT"):
+            Settings.from_env({**base, "LOG_FORMAT": "xml"})
+
+    def test_forwarded_allow_ips_takes_addresses_networks_and_a_star(self, tmp_path):
+        base = {"SECRET_KEY": "k", "AUDITLOG_VAR_DIR": str(tmp_path)}
+        assert Settings.from_env(base).forwarded_allow_ips == ()
+        raw = "10.0.0.1, 192.168.0.0/16,::1,*"
+        assert Settings.from_env({**base, "FORWARDED_ALLOW_IPS": raw}).forwarded_allow_ips == (
+            "10.0.0.1",
+            "192.168.0.0/16",
+            "::1",
+            "*",
+        )
+        with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
+            Settings.from_env({**base, "FORWARDED_ALLOW_IPS": "proxy.local"})
