@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from flask import Response, jsonify, request, send_file, url_for
+from flask import Response, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from marshmallow import Schema, fields
 from marshmallow.validate import OneOf
@@ -19,7 +19,7 @@ from api.errors import reject
 from api.logs import event_filter
 from api.rest import Blueprint
 from api.schemas import LogFiltersSchema, NoQueryArgsSchema
-from storage import exports
+from storage import blobs, exports
 from storage.models import Export
 from storage.timefmt import rfc3339
 from worker.exports import evidence_chunks
@@ -227,16 +227,30 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
         reject(Gone, "export_expired", "the export has expired")
     if status != exports.SUCCEEDED or not export.file_path:
         reject(Conflict, "export_not_ready", f"the export is {status}")
-    path = Path(export.file_path)
-    if not path.exists():
+    response = file_response(export)
+    if response is None:
         reject(Gone, "export_expired", "the export file is gone")
+    return response
+
+
+def file_response(export: Export) -> Response | None:
+    """The export's file as a streamed attachment, wherever it is stored; None if gone.
+
+    The body is read a chunk at a time as it is sent, with Content-Length known up front;
+    werkzeug answers ``Range`` (206, 416) and ``If-None-Match`` (304) from the length and
+    an ETag naming the stored attempt, and a HEAD reads nothing.
+    """
+    assert export.file_path is not None
+    stored = blobs.open_file(services().database, export.id, export.file_path)
+    if stored is None:
+        return None
     fmt = export.format or "csv"
-    return send_file(
-        path,
-        mimetype=exports.MEDIA_TYPES[fmt],
-        as_attachment=True,
-        download_name=f"{export.id}.{fmt}",
-    )
+    response = Response(stored.chunks(), mimetype=exports.MEDIA_TYPES[fmt], direct_passthrough=True)
+    response.content_length = stored.size
+    response.headers.set("Content-Disposition", "attachment", filename=f"{export.id}.{fmt}")
+    response.set_etag(hashlib.sha256(export.file_path.encode()).hexdigest()[:32])
+    response.make_conditional(request, accept_ranges=True, complete_length=stored.size)
+    return response
 
 
 @blp.route("/exports/<export_id>/evidence", methods=["GET"])

@@ -43,6 +43,10 @@ def _read_or_create_secret(path: Path) -> str:
     return value
 
 
+#: The values of ``EXPORT_STORAGE``.
+EXPORT_STORAGES = ("database", "filesystem")
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = Path("var")
@@ -71,6 +75,11 @@ class Settings:
     #: ``False`` only to measure what sequencing costs (``SEQUENCER=off``, benchmarks):
     #: events then never get a seq.
     sequencer_enabled: bool = True
+    #: Where finished export files live: ``database`` (reachable from every host) or
+    #: ``filesystem`` (``export_dir``, for web and worker sharing one folder).
+    export_storage: str = "database"
+    #: How long beat's schedule lock outlives a beat that stopped renewing it.
+    beat_lock_seconds: int = 15
 
     def __post_init__(self) -> None:
         if self.export_dir == Path():
@@ -82,6 +91,13 @@ class Settings:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
         if not self.log_origin:
             object.__setattr__(self, "log_origin", socket.gethostname())
+        if self.export_storage not in EXPORT_STORAGES:
+            raise ValueError(
+                f"EXPORT_STORAGE must be one of {', '.join(EXPORT_STORAGES)}, "
+                f"got {self.export_storage!r}"
+            )
+        if self.beat_lock_seconds < 2:
+            raise ValueError(f"BEAT_LOCK_SECONDS must be 2 or more, got {self.beat_lock_seconds}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +136,8 @@ class Settings:
             log_origin=env.get("LOG_ORIGIN", "").strip() or socket.gethostname(),
             log_signing_key=env.get("LOG_SIGNING_KEY", "").strip(),
             sequencer_enabled=env.get("SEQUENCER", "on").strip().lower() != "off",
+            export_storage=env.get("EXPORT_STORAGE", "").strip().lower() or "database",
+            beat_lock_seconds=integer("BEAT_LOCK_SECONDS", 15),
         )
 
     @property

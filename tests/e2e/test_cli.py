@@ -43,8 +43,8 @@ def output(result: subprocess.CompletedProcess[str]) -> dict:
 
 class TestCommands:
     def test_db_upgrade_is_safe_to_run_again(self, run):
-        assert output(run("db", "upgrade")) == {"revision": "0005"}
-        assert output(run("db", "upgrade")) == {"revision": "0005"}
+        assert output(run("db", "upgrade")) == {"revision": "0006"}
+        assert output(run("db", "upgrade")) == {"revision": "0006"}
 
     def test_orgs_keys_and_sources(self, run, database, settings):
         org = output(run("orgs", "create", "Acme Corp"))
