@@ -623,3 +623,15 @@ class TestStorage:
         later = datetime.now(UTC) + timedelta(seconds=settings.export_ttl_seconds + 1)
         assert expire_exports(database, later) == 1
         assert not final.exists()
+
+    def test_a_chunk_insert_that_fails_is_raised_to_the_build(self, database, monkeypatch):
+        from sqlalchemy.exc import IntegrityError
+
+        monkeypatch.setattr(blobs, "CHUNK_BYTES", 10)
+        writer = blobs.DatabaseWriter(database, "exp_that_does_not_exist")  # no such export
+        with pytest.raises(IntegrityError):
+            for _ in range(50):  # the insert thread's failure surfaces on a later write
+                writer.write(b"0123456789")
+            writer.close()
+        writer.discard()
+        assert stored_chunks(database, "exp_that_does_not_exist") == []
