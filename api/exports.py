@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from flask import Response, jsonify, request, send_file, url_for
+from flask import Response, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from marshmallow import Schema, fields
 from marshmallow.validate import OneOf
@@ -19,7 +19,7 @@ from api.errors import reject
 from api.logs import event_filter
 from api.rest import Blueprint
 from api.schemas import LogFiltersSchema, NoQueryArgsSchema
-from storage import access, exports
+from storage import access, blobs, exports
 from storage.credentials import signing_keys
 from storage.models import Export
 from storage.timefmt import rfc3339
@@ -188,8 +188,12 @@ def queue_export(
     return export
 
 
-def note_download(export: Export, performed_by: dict[str, Any]) -> None:
-    """The access-log entry of a download (its own transaction: a download changes nothing)."""
+def note_download(export: Export, performed_by: dict[str, Any], response: Response) -> None:
+    """The access-log entry of a download (its own transaction: a download changes nothing).
+
+    A HEAD, a 304 or a 416 sends no rows and is not a download; a range of the file is."""
+    if request.method == "HEAD" or response.status_code not in (200, 206):
+        return
     with services().database.unit_of_work(write=True) as session:
         access.record(
             session,
@@ -299,17 +303,25 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
         reject(Gone, "export_expired", "the export has expired")
     if status != exports.SUCCEEDED or not export.file_path:
         reject(Conflict, "export_not_ready", f"the export is {status}")
-    path = Path(export.file_path)
-    if not path.exists():
+    response = file_response(export)
+    if response is None:
         reject(Gone, "export_expired", "the export file is gone")
+    note_download(export, downloader, response)
+    return response
+
+
+def file_response(export: Export) -> Response | None:
+    """The export's file as a streamed attachment, wherever it is stored; None if gone.
+
+    The body is read a chunk at a time as it is sent, with Content-Length known up front;
+    werkzeug answers ``Range`` (206, 416) and ``If-None-Match`` (304) from the length and
+    an ETag naming the stored attempt, and a HEAD reads nothing.
+    """
+    assert export.file_path is not None
+    stored = blobs.open_file(services().database, export.id, export.file_path)
+    if stored is None:
+        return None
     fmt = export.format or "csv"
-    note_download(export, downloader)
-    return send_file(
-        path,
-        mimetype=exports.MEDIA_TYPES[fmt],
-        as_attachment=True,
-        download_name=f"{export.id}.{fmt}",
-    )
 
 
 @blp.route("/exports/<export_id>/evidence", methods=["GET"])

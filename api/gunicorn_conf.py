@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from gunicorn import glogging
 
 from api.edge import REQUEST_ID_ENVIRON_KEY
 from storage.logformat import configure_logging
-from storage.settings import Settings, parse_forwarded_allow_ips
+from storage.settings import ConfigurationError, Settings, parse_forwarded_allow_ips
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -38,7 +39,12 @@ class JsonLogger(glogging.Logger):
     """gunicorn's logger, writing through the root logger the app logs to."""
 
     def setup(self, cfg: Any) -> None:
-        configure_logging(Settings.log_format_from_env(), logging.INFO)
+        try:
+            log_format = Settings.log_format_from_env()
+        except ConfigurationError as exc:  # before any log line: say it plainly and stop
+            print(f"auditlog: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        configure_logging(log_format, logging.INFO)
         self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO)
         for logger in (self.error_log, self.access_log):
             logger.handlers.clear()

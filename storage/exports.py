@@ -102,11 +102,6 @@ def list_exports(session: Session, org_id: str) -> list[Export]:
     )
 
 
-def set_progress(session: Session, export_id: str, **values: Any) -> None:
-    """Unconditional: for columns no state depends on (the sweeper's heartbeat)."""
-    session.execute(update(Export).where(Export.id == export_id).values(**values))
-
-
 def transition(
     session: Session, export_id: str, from_statuses: Collection[str], **values: Any
 ) -> bool:
@@ -138,16 +133,24 @@ def status_at(export: Export, now: datetime) -> str:
     return export.status
 
 
-def stalled(session: Session, now: datetime, silent_for: timedelta) -> list[str]:
-    """Exports queued or running whose task has not been heard of for ``silent_for``."""
-    return list(
-        session.scalars(
-            select(Export.id).where(
-                Export.status.in_([QUEUED, RUNNING]),
-                or_(Export.heartbeat_at.is_(None), Export.heartbeat_at < now - silent_for),
-            )
+def claim_stalled(session: Session, now: datetime, silent_for: timedelta) -> list[str]:
+    """Exports queued or running whose task has not been heard of for ``silent_for``,
+    claimed for a restart by setting their heartbeat to now.
+
+    The condition is in the UPDATE itself, so of two sweeps at once each export is claimed
+    by one: on PostgreSQL the second waits for the first's row locks and then finds the
+    heartbeat fresh; on SQLite writers are serialised.
+    """
+    result = session.execute(
+        update(Export)
+        .where(
+            Export.status.in_([QUEUED, RUNNING]),
+            or_(Export.heartbeat_at.is_(None), Export.heartbeat_at < now - silent_for),
         )
+        .values(heartbeat_at=now)
+        .returning(Export.id)
     )
+    return list(result.scalars())
 
 
 def claim_expired(session: Session, now: datetime) -> list[Export]:

@@ -350,6 +350,22 @@ class LogKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ExportChunk(Base):
+    """A piece of an export's file, kept in the database so that every host can serve it.
+
+    ``attempt`` is one build's own id: the file an export serves is the attempt named by
+    its ``file_path`` (``db:<attempt>``), stored by the transaction that made it succeed.
+    Chunks ``n`` = 0, 1, 2 … of an attempt hold the file in order (``storage.blobs``).
+    """
+
+    __tablename__ = "export_chunks"
+
+    export_id: Mapped[str] = mapped_column(ForeignKey("exports.id"), primary_key=True)
+    attempt: Mapped[str] = mapped_column(String(32), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class AccessEntry(Base):
     """Who did what to the log itself: keys, exports, console sessions, restores.
 

@@ -20,6 +20,17 @@ from pathlib import Path
 from storage.logformat import parse_log_format
 
 
+class ConfigurationError(ValueError):
+    """The environment cannot run the service; the message says what to set."""
+
+
+def _log_format(raw: str | None) -> str:
+    try:
+        return parse_log_format(raw)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def normalise_database_url(url: str) -> str:
     """Map ``postgres://`` and ``postgresql://`` to the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
@@ -38,7 +49,7 @@ def parse_forwarded_allow_ips(raw: str | None) -> tuple[str, ...]:
         try:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            raise ValueError(
+            raise ConfigurationError(
                 f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address, a network or *"
             ) from None
     return entries
@@ -63,8 +74,8 @@ def _read_or_create_secret(path: Path) -> str:
     return value
 
 
-class ConfigurationError(ValueError):
-    """The environment cannot run the service; the message says what to set."""
+#: The values of ``EXPORT_STORAGE``.
+EXPORT_STORAGES = ("database", "filesystem")
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,11 @@ class Settings:
     log_format: str = "json"
     #: Peers whose ``X-Forwarded-*`` headers are believed (addresses, networks or ``*``).
     forwarded_allow_ips: tuple[str, ...] = ()
+    #: Where finished export files live: ``database`` (reachable from every host) or
+    #: ``filesystem`` (``export_dir``, for web and worker sharing one folder).
+    export_storage: str = "database"
+    #: How long beat's schedule lock outlives a beat that stopped renewing it.
+    beat_lock_seconds: int = 15
 
     def __post_init__(self) -> None:
         if self.export_dir == Path():
@@ -112,6 +128,15 @@ class Settings:
         object.__setattr__(self, "database_url", normalise_database_url(self.database_url))
         if not self.log_origin:
             object.__setattr__(self, "log_origin", socket.gethostname())
+        if self.export_storage not in EXPORT_STORAGES:
+            raise ConfigurationError(
+                f"EXPORT_STORAGE must be one of {', '.join(EXPORT_STORAGES)}, "
+                f"got {self.export_storage!r}"
+            )
+        if self.beat_lock_seconds < 2:
+            raise ConfigurationError(
+                f"BEAT_LOCK_SECONDS must be 2 or more, got {self.beat_lock_seconds}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -162,15 +187,17 @@ class Settings:
             log_origin=env.get("LOG_ORIGIN", "").strip() or socket.gethostname(),
             log_signing_key=env.get("LOG_SIGNING_KEY", "").strip(),
             sequencer_enabled=env.get("SEQUENCER", "on").strip().lower() != "off",
-            log_format=parse_log_format(env.get("LOG_FORMAT")),
+            log_format=_log_format(env.get("LOG_FORMAT")),
             forwarded_allow_ips=parse_forwarded_allow_ips(env.get("FORWARDED_ALLOW_IPS")),
+            export_storage=env.get("EXPORT_STORAGE", "").strip().lower() or "database",
+            beat_lock_seconds=integer("BEAT_LOCK_SECONDS", 15),
         )
 
     @staticmethod
     def log_format_from_env(environ: Mapping[str, str] | None = None) -> str:
         """``LOG_FORMAT`` alone, for configuring logging before anything else is read."""
         env = os.environ if environ is None else environ
-        return parse_log_format(env.get("LOG_FORMAT"))
+        return _log_format(env.get("LOG_FORMAT"))
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Building exports: streamed, snapshot-bounded, renamed into place at the end.
+"""Building exports: streamed, snapshot-bounded, served only once complete.
 
 An export's snapshot is a size of its organisation's log: the build waits until the
 sequencer has numbered every event recorded before the request (``requested_xmax``), takes
@@ -7,17 +7,20 @@ size, and writes the matching events with ``seq ≤ tree_size``: CSV cells, or o
 object per line (``jsonl``). ``evidence_chunks`` is what proves such a file against the
 checkpoint (``auditlog verify``).
 
-Rows come through a server-side cursor in batches and are written as they come, so memory
-stays flat; ``rows_written`` and a heartbeat are committed about once a second from a
-second session. The file is written under a temporary name and renamed only once
-complete: a crash leaves a ``.part`` file and an export that is retried or ``failed``,
-never a truncated file marked ``succeeded``.
+Rows come through a server-side cursor in batches and are written as they come to the
+export store (``storage.blobs``: chunks in the database by default, a folder with
+``EXPORT_STORAGE=filesystem``), so memory stays flat; ``rows_written`` and a heartbeat are
+committed about once a second from a second session. Each build writes an attempt of its
+own, which becomes the export's file only in the transaction that marks the export
+succeeded: a crash leaves an unreferenced attempt and an export that is retried or
+``failed``, never a truncated file marked ``succeeded``.
 
 Two builds of one export can overlap (beat restarts an export whose heartbeat went quiet
 while its first build may still be running). Every status change is conditional
-(``storage.exports.transition``): the first build to finish wins, its file is renamed into
-place inside the transaction that marks it succeeded, and a build that finds the export
-no longer running stops, deletes its own ``.part`` file and never touches the winner's.
+(``storage.exports.transition``): the first build to finish wins, its attempt is recorded
+(on disk, renamed into place) inside the transaction that marks it succeeded and the
+attempts of dead builds are deleted after it; a build that finds the export no longer
+running stops, deletes its own attempt and never touches the winner's.
 """
 
 from __future__ import annotations
@@ -26,15 +29,13 @@ import base64
 import csv
 import io
 import json
-import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from storage import exports, merkle, notes, tlog
+from storage import blobs, exports, merkle, notes, tlog
 from storage.catalog import label_of
 from storage.db import Database
 from storage.inbox import dialect_insert
@@ -191,13 +192,16 @@ def build_export(
     *,
     settings: Settings | None = None,
     wait_seconds: float = SEQUENCER_WAIT_SECONDS,
+    store: blobs.ExportStore | None = None,
 ) -> str:
     """Write the export's file and mark it succeeded; return its final status.
 
     ``settings`` sign the snapshot's checkpoint (its ``secret_key`` opens the stored
-    signing key); without them, ``default_settings``. A build that finds the export
-    already moved on (succeeded, failed, expired), at the start, while it waits for the
-    sequencer, during its rows or at the end, changes nothing and returns the status found.
+    signing key); without them, ``default_settings``. The file goes to ``store``, else to
+    the one ``settings.export_storage`` names (``export_dir`` for the filesystem). A build
+    that finds the export already moved on (succeeded, failed, expired), at the start,
+    while it waits for the sequencer, during its rows or at the end, changes nothing and
+    returns the status found.
     """
     with database.unit_of_work(write=True) as session:
         export = session.get(Export, export_id)
@@ -244,20 +248,21 @@ def build_export(
             )
             return _status_of(database, export_id)
 
-    export_dir.mkdir(parents=True, exist_ok=True)
-    final = export_dir / f"{export_id}.{fmt}"
-    partial = export_dir / f"{export_id}.{secrets.token_hex(8)}.part"
+    if store is None:
+        store = blobs.export_store(
+            settings or default_settings(database, export_dir, ttl_seconds), database, export_dir
+        )
     if fmt == "jsonl":
         write_rows: Callable[..., int] = _jsonl_rows
     else:
         write_rows = _copy_rows if database.dialect == "postgresql" else _python_rows
+    writer = store.writer(export_id, fmt)
+    served = False
     try:
-        with open(partial, "wb") as handle:
-            if fmt == "csv":
-                handle.write(HEADER)
-            written = write_rows(database, handle, export_id, org_id, flt, tree_size, clock)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if fmt == "csv":
+            writer.write(HEADER)
+        written = write_rows(database, writer, export_id, org_id, flt, tree_size, clock)
+        writer.close()
         finished = clock()
         with database.unit_of_work(write=True) as session:
             won = exports.transition(
@@ -270,16 +275,22 @@ def build_export(
                 finished_at=finished,
                 heartbeat_at=finished,
                 expires_at=finished + timedelta(seconds=ttl_seconds),
-                file_path=str(final),
+                file_path=writer.reference,
             )
             if won:  # the row stays locked until the commit: no other build gets here
-                os.replace(partial, final)
+                writer.publish()
                 session.commit()
+                served = True
     except Superseded:
-        won = False
+        pass
     finally:
-        partial.unlink(missing_ok=True)
-    return exports.SUCCEEDED if won else _status_of(database, export_id)
+        if not served:
+            writer.discard()
+    if not served:
+        return _status_of(database, export_id)
+    # What earlier attempts left (a build whose worker died mid-way) goes now.
+    store.delete(export_id, keep=writer.reference)
+    return exports.SUCCEEDED
 
 
 def _await_sequencer(
@@ -418,7 +429,7 @@ class Progress:
 
 def _python_rows(
     database: Database,
-    handle: BinaryIO,
+    handle: blobs.ExportWriter,
     export_id: str,
     org_id: str,
     flt: EventFilter,
@@ -448,7 +459,7 @@ def _python_rows(
 
 def _jsonl_rows(
     database: Database,
-    handle: BinaryIO,
+    handle: blobs.ExportWriter,
     export_id: str,
     org_id: str,
     flt: EventFilter,
@@ -471,7 +482,7 @@ def _jsonl_rows(
 
 def _copy_rows(
     database: Database,
-    handle: BinaryIO,
+    handle: blobs.ExportWriter,
     export_id: str,
     org_id: str,
     flt: EventFilter,
@@ -510,9 +521,13 @@ def _report(database: Database, export_id: str, written: int, now: datetime) -> 
 
 
 def fail_export(database: Database, export_id: str, error: str, now: datetime) -> None:
-    """Mark a queued or running export failed; one that already ended keeps its status."""
+    """Mark a queued or running export failed; one that already ended keeps its status.
+
+    The chunks every attempt left in the database go with it (a build still running
+    notices at its next report and removes its own).
+    """
     with database.unit_of_work(write=True) as session:
-        exports.transition(
+        failed = exports.transition(
             session,
             export_id,
             exports.ACTIVE,
@@ -520,14 +535,27 @@ def fail_export(database: Database, export_id: str, error: str, now: datetime) -
             error=error[:2000],
             finished_at=now,
         )
+        if failed:
+            blobs.delete_chunks(session, [export_id])
         session.commit()
 
 
 def expire_exports(database: Database, now: datetime) -> int:
-    """Delete the files of exports past their time and mark them expired."""
+    """Mark exports past their time expired and delete their files; how many it expired.
+
+    Chunks are deleted in the transaction that marks their exports expired, so a sweep
+    that dies half-way leaves none behind; files on disk go after its commit. Two sweeps
+    at once expire each export once: rows another sweep holds are skipped (PostgreSQL),
+    or the writers take turns (SQLite) and the second finds nothing left.
+    """
     with database.unit_of_work(write=True) as session:
         expired = exports.claim_expired(session, now)
-        paths = [export.file_path for export in expired if export.file_path]
+        blobs.delete_chunks(session, [export.id for export in expired])
+        paths = [
+            export.file_path
+            for export in expired
+            if export.file_path and not export.file_path.startswith(blobs.DATABASE_PREFIX)
+        ]
         session.commit()
     for path in paths:
         Path(path).unlink(missing_ok=True)

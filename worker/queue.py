@@ -86,8 +86,9 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
         worker_timer_precision=BROKER_POLLING_SECONDS,
         # Beat keeps its schedule in memory: every periodic task here is an interval sweep
         # that is safe to run again, so nothing is worth a file, and a fresh host (no
-        # ``var/`` folder) can start beat with nothing but its environment.
-        beat_scheduler="celery.beat:Scheduler",
+        # ``var/`` folder) can start beat with nothing but its environment. Of several
+        # beats, only the one holding the schedule lock sends (worker.beatlock).
+        beat_scheduler="worker.beatlock:LockedScheduler",
         beat_schedule={
             "requeue-stale-notifications": {
                 "task": REQUEUE_STALE,

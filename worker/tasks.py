@@ -40,7 +40,9 @@ def register(app: Celery) -> None:
         publisher,
     )
 
-    @app.task(name=PROCESS_NOTIFICATIONS, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
+    @app.task(
+        name=PROCESS_NOTIFICATIONS, shared=False, bind=True, max_retries=MAX_TRANSIENT_RETRIES
+    )
     def process_notifications(
         self: Task, pks: Sequence[int], request_id: str | None = None
     ) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def register(app: Celery) -> None:
             )
         return {"processed": outcome.processed, "failed": outcome.failed}
 
-    @app.task(name=SEQUENCE_LOG)
+    @app.task(name=SEQUENCE_LOG, shared=False)
     def sequence_log() -> dict[str, int]:
         """Number committed events in each organisation's log; sign checkpoints that are due."""
         settings = app.auditlog_settings
@@ -81,7 +83,7 @@ def register(app: Celery) -> None:
         outcome = sequencer.sequence_pending(database_for(app), settings, wait=False)
         return {"sequenced": outcome.events, "checkpoints": len(outcome.checkpoints)}
 
-    @app.task(name=REQUEUE_STALE)
+    @app.task(name=REQUEUE_STALE, shared=False)
     def requeue_stale_notifications() -> dict[str, int]:
         """Re-publish notifications left queued, e.g. when the broker was down at ingest."""
         settings = app.auditlog_settings
@@ -102,16 +104,14 @@ def register(app: Celery) -> None:
         now = datetime.now(UTC)
         silent_for = timedelta(seconds=EXPORT_STALL_FACTOR * settings.requeue_after_seconds)
         with database.unit_of_work(write=True) as session:
-            stalled = exports.stalled(session, now, silent_for)
-            for export_id in stalled:
-                exports.set_progress(session, export_id, heartbeat_at=now)
+            stalled = exports.claim_stalled(session, now, silent_for)
             session.commit()
         start_export = export_starter(app)
         for export_id in stalled:
             start_export(export_id)
         return {"requeued": len(pks), "exports_restarted": len(stalled)}
 
-    @app.task(name=BUILD_EXPORT, bind=True, max_retries=5)
+    @app.task(name=BUILD_EXPORT, shared=False, bind=True, max_retries=5)
     def build_export(self: Task, export_id: str) -> str:
         """Write one export's CSV file."""
         settings = app.auditlog_settings
@@ -133,7 +133,7 @@ def register(app: Celery) -> None:
             worker_exports.fail_export(database, export_id, repr(exc), datetime.now(UTC))
             raise
 
-    @app.task(name=EXPIRE_EXPORTS)
+    @app.task(name=EXPIRE_EXPORTS, shared=False)
     def expire_exports() -> dict[str, int]:
         """Delete export files past EXPORT_TTL_SECONDS and mark those exports expired."""
         return {"expired": worker_exports.expire_exports(database_for(app), datetime.now(UTC))}

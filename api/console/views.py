@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -23,7 +22,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     session,
     url_for,
 )
@@ -36,7 +34,7 @@ from api.console import access, present
 from api.console.access import Viewer, viewer
 from api.context import request_id, services
 from api.cursors import CursorRejected
-from api.exports import note_download, queue_export
+from api.exports import file_response, note_download, queue_export
 from api.logs import event_filter, page_of_events, state_of_record
 from api.schemas import AsOfQueryArgsSchema, LogQueryArgsSchema
 from storage import console, exports, merkle, queries, tlog
@@ -568,8 +566,8 @@ def download_export(export_id: str) -> Any:
         abort(410, description="This export has expired; start a new one.")
     if status != exports.SUCCEEDED or not found.file_path:
         abort(409, description=f"The export is {status}.")
-    path = Path(found.file_path)
-    if not path.exists():
+    response = file_response(found)
+    if response is None:
         abort(410, description="This export's file is gone; start a new one.")
-    note_download(found, console_performer())
-    return send_file(path, mimetype="text/csv", as_attachment=True, download_name=f"{found.id}.csv")
+    note_download(found, console_performer(), response)
+    return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import random
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,12 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from api.app import create_app
+from storage import blobs
+from storage.models import Export, ExportChunk
 from tests.e2e.test_read_api import auth, decorated_history, deliver, fetch_all
 from tests.factories import make_tenant, notification
-from worker.exports import COLUMNS, build_export, expire_exports
+from worker import exports as worker_exports
+from worker.exports import COLUMNS, build_export, expire_exports, fail_export
 
 
 class RecordingStarter:
@@ -60,6 +64,20 @@ def build(database, settings, export_id: str) -> None:
         )
         == "succeeded"
     )
+
+
+def stored_chunks(database, export_id: str) -> list[tuple[str, int, int]]:
+    """``(attempt, n, bytes)`` of every chunk the database holds for the export."""
+    from sqlalchemy import func, select
+
+    chunks = ExportChunk.__table__
+    with database.unit_of_work() as session:
+        rows = session.execute(
+            select(chunks.c.attempt, chunks.c.n, func.length(chunks.c.data))
+            .where(chunks.c.export_id == export_id)
+            .order_by(chunks.c.attempt, chunks.c.n)
+        )
+        return [(row[0], int(row[1]), int(row[2])) for row in rows]
 
 
 def fetch(client, path: str, **kwargs: Any) -> tuple[int, bytes]:
@@ -296,6 +314,7 @@ class TestLifecycle:
             client.get(f"/v1/exports/{export['id']}/download", headers=auth(tenant)).status_code
             == 410
         )
+        assert stored_chunks(database, export["id"]) == []
         assert not list(settings.export_dir.glob(f"{export['id']}*"))
 
     def test_past_expires_at_it_is_expired_and_410_before_any_sweep(
@@ -407,9 +426,7 @@ class TestSnapshotAndFormats:
             expected = fetch_all(client, tenant, "/v1/events", **query)
             assert download_jsonl(client, tenant, export["id"]) == expected, filters
             assert all(event["seq"] is not None for event in expected)
-        assert sorted(p.suffix for p in settings.export_dir.iterdir()) == [".jsonl"] * len(
-            EXPORT_FILTERS
-        )
+        assert not settings.export_dir.exists()  # every file is in the database
 
     def test_jsonl_lines_are_compact_utf8_json(self, client, database, settings, publisher):
         tenant = make_tenant(database, settings)
@@ -447,3 +464,174 @@ def download_jsonl(client, tenant, export_id: str) -> list[dict[str, Any]]:
     text = body.decode("utf-8")
     assert text == "" or text.endswith("\n")
     return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
+def build_with(database, settings, export_id: str, storage: str) -> None:
+    chosen = dataclasses.replace(settings, export_storage=storage)
+    assert (
+        build_export(
+            database, export_id, chosen.export_dir, chosen.export_ttl_seconds, settings=chosen
+        )
+        == "succeeded"
+    )
+
+
+def export_row(database, export_id: str) -> Export:
+    with database.unit_of_work() as session:
+        found = session.get(Export, export_id)
+        assert found is not None
+        return found
+
+
+class TestStorage:
+    """Files live in the database by default, in chunks; EXPORT_STORAGE=filesystem keeps a
+    folder. Either way only the build that made the export succeed is ever served."""
+
+    def test_a_file_of_many_chunks_streams_back_whole(
+        self, client, tenant, database, settings, monkeypatch
+    ):
+        on_disk = request_export(client, tenant, {})
+        in_chunks = request_export(client, tenant, {})
+        build_with(database, settings, on_disk["id"], "filesystem")
+        monkeypatch.setattr(blobs, "CHUNK_BYTES", 997)
+        build_with(database, settings, in_chunks["id"], "database")
+        with client.get(f"/v1/exports/{on_disk['id']}/download", headers=auth(tenant)) as response:
+            expected = response.data
+        with client.get(
+            f"/v1/exports/{in_chunks['id']}/download", headers=auth(tenant)
+        ) as response:
+            assert response.status_code == 200
+            assert response.mimetype == "text/csv"
+            assert f"{in_chunks['id']}.csv" in response.headers["Content-Disposition"]
+            assert response.headers["Content-Length"] == str(len(expected))
+            assert response.data == expected
+        sizes = [size for _, _, size in stored_chunks(database, in_chunks["id"])]
+        assert len(sizes) == -(-len(expected) // 997) > 10
+        assert set(sizes[:-1]) == {997} and 0 < sizes[-1] <= 997
+        assert export_row(database, in_chunks["id"]).file_path == "db:" + str(
+            stored_chunks(database, in_chunks["id"])[0][0]
+        )
+
+    def test_ranges_heads_and_etags_work_on_a_streamed_file(
+        self, client, tenant, database, settings, monkeypatch
+    ):
+        monkeypatch.setattr(blobs, "CHUNK_BYTES", 1000)
+        export = request_export(client, tenant, {})
+        build(database, settings, export["id"])
+        path = f"/v1/exports/{export['id']}/download"
+        with client.get(path, headers=auth(tenant)) as response:
+            whole, etag = response.data, response.headers["ETag"]
+            assert response.headers["Accept-Ranges"] == "bytes"
+        with client.get(path, headers={**auth(tenant), "Range": "bytes=1500-3499"}) as response:
+            assert response.status_code == 206
+            assert response.headers["Content-Range"] == f"bytes 1500-3499/{len(whole)}"
+            assert response.data == whole[1500:3500]
+        with client.get(path, headers={**auth(tenant), "Range": f"bytes={len(whole)}-"}) as r:
+            assert r.status_code == 416
+        with client.head(path, headers=auth(tenant)) as response:
+            assert response.status_code == 200
+            assert response.headers["Content-Length"] == str(len(whole))
+            assert response.data == b""
+        with client.get(path, headers={**auth(tenant), "If-None-Match": etag}) as response:
+            assert response.status_code == 304
+
+    def test_a_build_retried_after_a_crash_serves_only_its_own_attempt(
+        self, client, tenant, database, settings, monkeypatch
+    ):
+        reference = request_export(client, tenant, {})
+        build(database, settings, reference["id"])
+        expected = fetch(client, f"/v1/exports/{reference['id']}/download", headers=auth(tenant))
+        export = request_export(client, tenant, {})
+        monkeypatch.setattr(blobs, "CHUNK_BYTES", 500)
+        # A worker that died mid-way left its chunks behind, never referenced.
+        dead = blobs.DatabaseWriter(database, export["id"])
+        dead.write(b"garbage that must never be served\n" * 100)
+        dead.close()
+        assert {attempt for attempt, _, _ in stored_chunks(database, export["id"])} == {
+            dead.attempt
+        }
+        build(database, settings, export["id"])
+        assert fetch(client, f"/v1/exports/{export['id']}/download", headers=auth(tenant)) == (
+            expected
+        )
+        attempts = {attempt for attempt, _, _ in stored_chunks(database, export["id"])}
+        assert len(attempts) == 1 and dead.attempt not in attempts
+        assert export_row(database, export["id"]).file_path == "db:" + attempts.pop()
+
+    def test_a_build_that_fails_mid_way_leaves_no_chunks(
+        self, client, tenant, database, settings, monkeypatch
+    ):
+        export = request_export(client, tenant, {})
+        monkeypatch.setattr(blobs, "CHUNK_BYTES", 100)
+
+        def half_then_fail(database, handle, *args: Any) -> int:
+            handle.write(b"x" * 1000)
+            raise RuntimeError("the disk caught fire")
+
+        monkeypatch.setattr(worker_exports, "_python_rows", half_then_fail)
+        monkeypatch.setattr(worker_exports, "_copy_rows", half_then_fail)
+        with pytest.raises(RuntimeError, match="caught fire"):
+            build(database, settings, export["id"])
+        assert stored_chunks(database, export["id"]) == []
+        assert export_row(database, export["id"]).file_path is None
+        path = f"/v1/exports/{export['id']}/download"
+        assert fetch(client, path, headers=auth(tenant))[0] == 409
+
+    def test_a_failed_export_loses_what_dead_attempts_left(
+        self, client, tenant, database, settings
+    ):
+        export = request_export(client, tenant, {})
+        dead = blobs.DatabaseWriter(database, export["id"])
+        dead.write(b"half a file")
+        dead.close()
+        fail_export(database, export["id"], "gave up", datetime.now(UTC))
+        assert stored_chunks(database, export["id"]) == []
+        assert export_row(database, export["id"]).status == "failed"
+
+    def test_chunks_deleted_under_a_served_export_make_it_410(
+        self, client, tenant, database, settings
+    ):
+        export = request_export(client, tenant, {})
+        build(database, settings, export["id"])
+        with database.unit_of_work(write=True) as session:
+            blobs.delete_chunks(session, [export["id"]])
+            session.commit()
+        status, body = fetch(client, f"/v1/exports/{export['id']}/download", headers=auth(tenant))
+        assert status == 410 and b"export_expired" in body
+
+    def test_an_empty_jsonl_file_is_stored_and_served(self, client, database, settings):
+        tenant = make_tenant(database, settings)
+        export = request_export(client, tenant, {"format": "jsonl"})
+        build(database, settings, export["id"])
+        with client.get(f"/v1/exports/{export['id']}/download", headers=auth(tenant)) as response:
+            assert (response.status_code, response.data) == (200, b"")
+            assert response.headers["Content-Length"] == "0"
+        assert [size for _, _, size in stored_chunks(database, export["id"])] == [0]
+
+    def test_the_filesystem_store_keeps_the_file_under_export_dir(
+        self, client, tenant, database, settings
+    ):
+        export = request_export(client, tenant, {"format": "jsonl"})
+        build_with(database, settings, export["id"], "filesystem")
+        final = settings.export_dir / f"{export['id']}.jsonl"
+        assert [p.name for p in settings.export_dir.iterdir()] == [final.name]
+        assert export_row(database, export["id"]).file_path == str(final)
+        assert stored_chunks(database, export["id"]) == []
+        # The app, configured for the database store, serves it from where it was written.
+        status, body = fetch(client, f"/v1/exports/{export['id']}/download", headers=auth(tenant))
+        assert (status, body) == (200, final.read_bytes())
+        later = datetime.now(UTC) + timedelta(seconds=settings.export_ttl_seconds + 1)
+        assert expire_exports(database, later) == 1
+        assert not final.exists()
+
+    def test_a_chunk_insert_that_fails_is_raised_to_the_build(self, database, monkeypatch):
+        from sqlalchemy.exc import IntegrityError
+
+        monkeypatch.setattr(blobs, "CHUNK_BYTES", 10)
+        writer = blobs.DatabaseWriter(database, "exp_that_does_not_exist")  # no such export
+        with pytest.raises(IntegrityError):
+            for _ in range(50):  # the insert thread's failure surfaces on a later write
+                writer.write(b"0123456789")
+            writer.close()
+        writer.discard()
+        assert stored_chunks(database, "exp_that_does_not_exist") == []

@@ -8,6 +8,7 @@ and the build that lost stops, leaving no file of its own behind.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,12 @@ class ClockThatInterleaves:
         if self.readings == self.at:
             self.meanwhile()
         return datetime.now(UTC)
+
+
+@pytest.fixture
+def settings(settings):
+    """Files renamed into place: the filesystem store (test_export_store_races: the database's)."""
+    return dataclasses.replace(settings, export_storage="filesystem")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ INET = sa.String(45).with_variant(postgresql.INET(), "postgresql")
 BIGINT_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
