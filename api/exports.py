@@ -322,6 +322,12 @@ def file_response(export: Export) -> Response | None:
     if stored is None:
         return None
     fmt = export.format or "csv"
+    response = Response(stored.chunks(), mimetype=exports.MEDIA_TYPES[fmt], direct_passthrough=True)
+    response.content_length = stored.size
+    response.headers.set("Content-Disposition", "attachment", filename=f"{export.id}.{fmt}")
+    response.set_etag(hashlib.sha256(export.file_path.encode()).hexdigest()[:32])
+    response.make_conditional(request, accept_ranges=True, complete_length=stored.size)
+    return response
 
 
 @blp.route("/exports/<export_id>/evidence", methods=["GET"])
