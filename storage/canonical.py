@@ -1,6 +1,6 @@
 """RFC 8785 (JCS) canonical JSON, and the exact bytes of an event's Merkle leaf.
 
-Contract. ``canonical_json(value)`` is the RFC 8785 serialisation of a JSON value given as
+What it promises. ``canonical_json(value)`` is the RFC 8785 serialisation of a JSON value given as
 Python data (dict with str keys, list or tuple, str, int, float, bool, None): object members
 sorted by the UTF-16 code units of their names, no whitespace, strings escaped as ECMAScript
 does, numbers as ECMAScript's Number-to-String of their IEEE-754 double, UTF-8 output. It

@@ -1,6 +1,6 @@
 """RFC 9162 §2.1 Merkle tree math over stored complete subtrees: roots, proofs, appends.
 
-Contract. Hashes are SHA-256: a leaf hashes as SHA-256(0x00 || leaf), an inner node as
+What it promises. Hashes are SHA-256: a leaf hashes as SHA-256(0x00 || leaf), an inner node as
 SHA-256(0x01 || left || right), and the empty tree's root is SHA-256 of the empty string.
 The service keeps, per organisation, the hash of every *complete* subtree: node
 ``(level, index)`` is the hash of leaves ``[index·2^level, (index+1)·2^level)``. Everything

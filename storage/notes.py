@@ -1,6 +1,6 @@
 """C2SP signed notes with Ed25519 (c2sp.org/signed-note), and checkpoints (tlog-checkpoint).
 
-Contract. A note is UTF-8 text ending in a newline, a blank line, then one signature line
+What it promises. A note is UTF-8 text ending in a newline, a blank line, then one signature line
 per signer: ``— <key name> <base64(4-byte key ID || Ed25519 signature of the text)>``. Keys
 are written as the Go ``golang.org/x/mod/sumdb/note`` package writes them: a private key is
 ``PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || 32-byte seed)>`` and a verifier key

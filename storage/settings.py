@@ -91,7 +91,7 @@ class Settings:
     #: Former secret keys, newest first, still accepted so SECRET_KEY can be rotated.
     secret_key_fallbacks: tuple[str, ...] = ()
     port: int = 8000
-    # Operational tuning, documented in the README beside the contract's variables.
+    # Operational tuning, documented in the README beside the variables above.
     requeue_after_seconds: int = 60
     sweep_interval_seconds: float = 30.0
     max_attempts: int = 5

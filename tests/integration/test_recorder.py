@@ -43,7 +43,7 @@ def tenant_org(session) -> str:
 
 
 class TestRecording:
-    def test_a_property_update_is_recorded_with_everything_the_contract_names(
+    def test_a_property_update_is_recorded_with_everything_an_event_holds(
         self, client, tenant, publisher, database
     ):
         actor = {"type": "user", "id": "p-9", "name": "Super Admin", "email": "admin@example.com"}
