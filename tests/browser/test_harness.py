@@ -51,7 +51,7 @@ def test_the_live_server_serves_the_tests_app_and_database(
     assert live_server.app.extensions["auditlog"].database is database
     browser.get(live_server.url + "/v1/openapi.json")
     spec = json.loads(browser.find_element(By.TAG_NAME, "pre").text)
-    assert spec["openapi"] == "3.0.3"
+    assert spec["openapi"] == "3.1.0"
     assert any(path.startswith("/v1/") for path in spec["paths"])
 
     tenant = make_tenant(database, settings)

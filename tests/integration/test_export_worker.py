@@ -136,4 +136,11 @@ class TestEmbeddedDefaults:
         )
         out, err = capsys.readouterr()
         assert (code, err) == (0, "")
-        assert json.loads(out) == {"verified": 12, "tree_size": 12, "complete": True}
+        verified = json.loads(out)
+        assert verified == {
+            "verified": 12,
+            "tree_size": 12,
+            "complete": True,
+            "origin": verified["origin"],
+        }
+        assert verified["origin"] == f"{settings.log_origin}/{tenant.org_id}"
