@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from storage import accounts, inbox
+from storage import access, accounts, inbox
 from storage.credentials import SecretBox
 from storage.db import Database
 from storage.migrate import upgrade
@@ -112,8 +112,6 @@ def secrets_reseal(
 
 
 def access_log(settings: Settings, database: Database, args: argparse.Namespace) -> dict[str, Any]:
-    from storage import access
-
     with database.unit_of_work() as session:
         if session.get(Organization, args.org_id) is None:
             raise accounts.NotFound(f"organisation {args.org_id} does not exist")
@@ -297,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     accesses.add_argument("org_id")
     accesses.add_argument("--limit", type=positive_int, default=100, metavar="N")
-    accesses.add_argument("--action", action="append", metavar="ACTION", help="repeatable")
+    accesses.add_argument(
+        "--action", action="append", choices=access.ACTIONS, metavar="ACTION", help="repeatable"
+    )
     accesses.set_defaults(run=access_log)
 
     notifications = groups.add_parser(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import current_app, g, has_request_context, request
 
 from api.edge import REQUEST_ID_ENVIRON_KEY
@@ -29,3 +31,13 @@ def request_id() -> str | None:
     if not has_request_context():
         return None
     return request.environ.get(REQUEST_ID_ENVIRON_KEY)
+
+
+def client_ip() -> str | None:
+    """The client's address as recorded (restores, the access log): the peer's, or behind
+    a trusted proxy the one it forwards; None when it is not an IP address (a unix
+    socket, a proxy that forwards a name), so that no record holds what no IP column can."""
+    try:
+        return str(ipaddress.ip_address(request.remote_addr or ""))
+    except ValueError:
+        return None

@@ -13,13 +13,13 @@ from marshmallow import Schema, fields
 from marshmallow.validate import OneOf
 from werkzeug.exceptions import Conflict, Forbidden, Gone, NotFound
 
-from api.auth import has_scope, require_api_key
-from api.context import api_key, org_id, request_id, services
+from api.auth import ENDPOINT_SCOPES, has_scope, require_api_key
+from api.context import api_key, client_ip, org_id, request_id, services
 from api.errors import reject
 from api.logs import event_filter
 from api.rest import Blueprint
 from api.schemas import LogFiltersSchema, NoQueryArgsSchema
-from storage import access, blobs, exports
+from storage import access, accounts, blobs, exports
 from storage.credentials import signing_keys
 from storage.models import Export
 from storage.timefmt import rfc3339
@@ -127,7 +127,7 @@ def export_document(export: Export) -> dict[str, Any]:
     status = exports.status_at(export, datetime.now(UTC))
     download_url = None
     # A key that may not download gets no link that would let it.
-    if status == exports.SUCCEEDED and has_scope("export"):
+    if status == exports.SUCCEEDED and has_scope(ENDPOINT_SCOPES["exports.download_export"]):
         key = api_key()
         token = link_signer().dumps({"export": export.id, "org": export.org_id, "key": key.key_id})
         download_url = url_for(
@@ -176,7 +176,7 @@ def queue_export(
             now,
             performed_by=performed_by,
             subject_id=export.id,
-            ip_address=request.remote_addr,
+            ip_address=client_ip(),
             request_id=request_id(),
             details={"filters": filters, "format": fmt},
         )
@@ -188,10 +188,13 @@ def queue_export(
     return export
 
 
-def note_download(export: Export, performed_by: dict[str, Any], response: Response) -> None:
+def note_download(
+    export: Export, performed_by: dict[str, Any], response: Response, part: str = "file"
+) -> None:
     """The access-log entry of a download (its own transaction: a download changes nothing).
 
-    A HEAD, a 304 or a 416 sends no rows and is not a download; a range of the file is."""
+    A HEAD, a 304 or a 416 sends no rows and is not a download; a range of the file is.
+    ``part`` is ``evidence`` for the evidence document, which holds the rows' events too."""
     if request.method == "HEAD" or response.status_code not in (200, 206):
         return
     with services().database.unit_of_work(write=True) as session:
@@ -202,9 +205,9 @@ def note_download(export: Export, performed_by: dict[str, Any], response: Respon
             datetime.now(UTC),
             performed_by=performed_by,
             subject_id=export.id,
-            ip_address=request.remote_addr,
+            ip_address=client_ip(),
             request_id=request_id(),
-            details={"format": export.format or "csv", "rows": export.rows_written},
+            details={"part": part, "format": export.format or "csv", "rows": export.rows_written},
         )
         session.commit()
 
@@ -294,6 +297,17 @@ def download_export(args: dict[str, Any], export_id: str) -> Any:
             reject(Forbidden, "invalid_link", "the link is for another export")
         owner = claims["org"]
         downloader = {"type": "signed_link", "key_id": claims.get("key")}
+        if "key" in claims:  # links made before keys were named in them carry none
+            with services().database.unit_of_work() as session:
+                allowed = accounts.key_allows(
+                    session, claims["key"], owner, ENDPOINT_SCOPES["exports.download_export"]
+                )
+            if not allowed:
+                reject(
+                    Forbidden,
+                    "invalid_link",
+                    "the key this link was given to is revoked or may no longer download",
+                )
     with services().database.unit_of_work() as session:
         export = exports.find_export(session, owner, export_id)
     if export is None:
@@ -353,4 +367,6 @@ def export_evidence(args: dict[str, Any], export_id: str) -> Any:
         reject(Conflict, "export_not_ready", f"the export is {status}")
     if export.tree_size is None or not export.checkpoint:
         reject(Conflict, "no_evidence", "the export was built before the log was signed")
-    return Response(evidence_chunks(runtime.database, export), mimetype="application/json")
+    response = Response(evidence_chunks(runtime.database, export), mimetype="application/json")
+    note_download(export, api_key().performed_by(), response, part="evidence")
+    return response

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import jsonify, request
+from flask import jsonify
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import Conflict, NotFound, UnprocessableEntity
 
 from api.auth import require_api_key
-from api.context import api_key, org_id, request_id, services
+from api.context import api_key, client_ip, org_id, request_id, services
 from api.cursors import CursorRejected, Cursors
 from api.errors import reject
 from api.rest import Blueprint, event_links
@@ -247,7 +247,7 @@ def restore(body: dict[str, Any], entity_type: str, entity_id: str) -> Any:
             value=event.old_value,
             restored_from=body["event_id"],
             actor=body["actor"],
-            ip_address=request.remote_addr,
+            ip_address=client_ip(),
             now=datetime.now(UTC),
             performed_by={"key_id": api_key().key_id, "key_name": api_key().name},
             audit=AccessContext(performed_by=api_key().performed_by(), request_id=request_id()),

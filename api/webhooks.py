@@ -17,6 +17,7 @@ from werkzeug.exceptions import (
     Forbidden,
     NotFound,
     RequestEntityTooLarge,
+    ServiceUnavailable,
     Unauthorized,
     UnprocessableEntity,
     UnsupportedMediaType,
@@ -84,37 +85,21 @@ def receive_webhook(source_id: str) -> Any:
             UnsupportedMediaType, "unsupported_media_type", "send Content-Type: application/json"
         )
 
+    source = usable_source(runtime, source_id, cached=True)
+    body = read_body(settings.max_body_bytes)
+    # Over the bytes as received: nothing is decoded before the sender is known.
+    signed = {name: value for name in SIGNATURE_HEADERS if (value := request.headers.get(name))}
     try:
-        source = known_sources.get(runtime, source_id)
-        if source is None:
-            reject(NotFound, "not_found", "no such webhook source")
-        if source.disabled:
-            source_disabled()
-        body = read_body(settings.max_body_bytes)
-        # Over the bytes as received: nothing is decoded before the sender is known.
-        signed = {name: value for name in SIGNATURE_HEADERS if (value := request.headers.get(name))}
         try:
             webhook_id = verify_with_any_secret(source, body, signed)
         except SignatureRejected:
             if source.fresh:
                 raise
             # A secret rotated in since the cache read the source, or the source disabled.
-            source = known_sources.refresh(runtime, source_id)
-            if source is None:
-                reject(NotFound, "not_found", "no such webhook source")
-            if source.disabled:
-                source_disabled()
+            source = usable_source(runtime, source_id, cached=False)
             webhook_id = verify_with_any_secret(source, body, signed)
     except SignatureRejected as exc:
         reject(Unauthorized, "invalid_signature", str(exc))
-    except SealedWithUnknownKey:
-        log.error(
-            "the secret of source %s opens with neither SECRET_KEY nor SECRET_KEY_FALLBACKS: "
-            "put the former key back in SECRET_KEY_FALLBACKS, or rotate the source's secret",
-            source_id,
-        )
-        # The sender learns nothing of the operator's keys; the log says what to do.
-        reject(Unauthorized, "invalid_signature", "no signature matches")
 
     try:
         # Decoded once: the parser and the U+0000 test both read the text.
@@ -143,13 +128,28 @@ def receive_webhook(source_id: str) -> Any:
         reject(BadRequest, "invalid_shape", exc.message, exc.details)
     except NotificationsInvalid as exc:
         reject(UnprocessableEntity, "validation_failed", exc.message, exc.details)
-    with runtime.database.unit_of_work(write=True) as session:
-        try:
-            receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
-        except inbox.SourceDisabled:
-            session.rollback()
-            source_disabled()
-        session.commit()
+    receipts = None
+    for _ in range(STORE_ATTEMPTS):
+        with runtime.database.unit_of_work(write=True) as session:
+            try:
+                receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
+            except inbox.SourceDisabled:
+                session.rollback()
+                source_disabled()
+            except inbox.SourceRotated:
+                # The secret this request was checked against may be the replaced one:
+                # read the source again and check the signature with what holds now.
+                session.rollback()
+                source = usable_source(runtime, source_id, cached=False)
+                try:
+                    verify_with_any_secret(source, body, signed)
+                except SignatureRejected as exc:
+                    reject(Unauthorized, "invalid_signature", str(exc))
+                continue
+            session.commit()
+            break
+    if receipts is None:  # rotated again and again while this request was being stored
+        reject(ServiceUnavailable, "source_changing", "the source is being changed; retry")
 
     queued = [receipt.pk for receipt in receipts if receipt.pk is not None]
     if queued:
@@ -168,6 +168,33 @@ def receive_webhook(source_id: str) -> Any:
     )
     response.status_code = 202
     return response
+
+
+#: Tries at storing a request whose source's secret keeps being rotated meanwhile.
+STORE_ATTEMPTS = 3
+
+
+def usable_source(runtime: Any, source_id: str, cached: bool) -> KnownSource:
+    """The source (from the cache, or read again), or the request's end: 404 unknown,
+    403 disabled, 401 when its secret opens with no configured key (the log says why)."""
+    try:
+        if cached:
+            source = known_sources.get(runtime, source_id)
+        else:
+            source = known_sources.refresh(runtime, source_id)
+    except SealedWithUnknownKey:
+        log.error(
+            "the secret of source %s opens with neither SECRET_KEY nor SECRET_KEY_FALLBACKS: "
+            "put the former key back in SECRET_KEY_FALLBACKS, or rotate the source's secret",
+            source_id,
+        )
+        # The sender learns nothing of the operator's keys; the log says what to do.
+        reject(Unauthorized, "invalid_signature", "no signature matches")
+    if source is None:
+        reject(NotFound, "not_found", "no such webhook source")
+    if source.disabled:
+        source_disabled()
+    return source
 
 
 def source_disabled() -> NoReturn:

@@ -6,9 +6,10 @@ their exceptions into the API's error responses.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError
@@ -18,11 +19,17 @@ from ingest.schemas import (
     nul_free_notification_schema,
     webhook_body_schema,
 )
-from storage.credentials import SecretBox
+from storage.credentials import SealedWithUnknownKey, SecretBox
 from storage.inbox import IncomingNotification
 from storage.models import Source
 from storage.runtime import Services
 from storage.timefmt import rfc3339
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class ShapeRejected(Exception):
@@ -52,6 +59,9 @@ class KnownSource:
     previous_secret: str | None = None
     previous_secret_expires_at: datetime | None = None
     disabled: bool = False
+    #: When the secret last changed: the storing transaction checks it is still so
+    #: (``inbox.accept``), so a cached secret that a rotation replaced admits nothing.
+    secret_rotated_at: datetime | None = None
     #: Read from the database for this request (not from the cache).
     fresh: bool = True
 
@@ -72,8 +82,9 @@ class SourceCache:
     A minute of staleness cannot admit what a fresh read would refuse: a signature that
     no cached secret verifies is checked again against a fresh read (``refresh``), so a
     rotated-in secret works at once; the former secret's overlap ends at its stored
-    instant whatever the cache; and a disabled source is refused by the transaction that
-    would store its notifications (``inbox.accept``), not only by this cached flag. An
+    instant whatever the cache; and the transaction that would store the notifications
+    (``inbox.accept``) refuses a source disabled since, and one whose secret was rotated
+    since (the view then reads the source again and checks the signature anew). An
     unknown id is not cached."""
 
     TTL_SECONDS = 60.0
@@ -98,16 +109,22 @@ class SourceCache:
             self._found.pop(key, None)
             return None
         box = SecretBox(runtime.settings.secret_keys)
+        ends = row.previous_secret_expires_at
         previous = None
-        if row.previous_secret_encrypted is not None:
-            previous = box.open(row.previous_secret_encrypted)
+        if row.previous_secret_encrypted is not None and ends is not None and ends > utcnow():
+            try:
+                previous = box.open(row.previous_secret_encrypted)
+            except SealedWithUnknownKey:
+                # The former secret is only a courtesy: without it the current one works.
+                log.warning("the former secret of source %s cannot be opened", source_id)
         known = KnownSource(
             row.id,
             row.org_id,
             box.open(row.secret_encrypted),
             previous_secret=previous,
-            previous_secret_expires_at=row.previous_secret_expires_at,
+            previous_secret_expires_at=ends if previous is not None else None,
             disabled=row.disabled_at is not None,
+            secret_rotated_at=row.secret_rotated_at,
         )
         if len(self._found) > 10_000:
             self._found.clear()

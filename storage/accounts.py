@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.credentials import SecretBox, hash_api_key, new_api_key, new_id, new_webhook_secret
+from storage.credentials import (
+    SealedWithUnknownKey,
+    SecretBox,
+    hash_api_key,
+    new_api_key,
+    new_id,
+    new_webhook_secret,
+)
 from storage.models import ApiKey, Organization, Source
 from storage.timefmt import rfc3339
 
@@ -152,6 +159,17 @@ def org_for_api_key(session: Session, api_key: str) -> str | None:
     return identity.org_id if identity else None
 
 
+def key_allows(session: Session, key_id: str, org_id: str, scope: str) -> bool:
+    """Whether the key is live, of the organisation, and holds ``scope`` (for what a key
+    handed on, such as a signed download link, which must end with the key)."""
+    row = session.execute(
+        select(ApiKey.scopes).where(
+            ApiKey.id == key_id, ApiKey.org_id == org_id, ApiKey.revoked_at.is_(None)
+        )
+    ).first()
+    return row is not None and scope in row.scopes.split()
+
+
 def needs_use_noted(key: KeyIdentity, now: datetime) -> bool:
     """Whether ``last_used_at`` is older than the resolution (a write is due)."""
     return key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION
@@ -261,8 +279,15 @@ def rotate_source_secret(
     if source is None:
         raise NotFound(f"source {source_id} does not exist")
     secret = new_webhook_secret()
-    source.previous_secret_encrypted = source.secret_encrypted
-    source.previous_secret_expires_at = now + keep_old_for
+    try:
+        box.open(source.secret_encrypted)
+    except SealedWithUnknownKey:
+        # Sealed with a retired SECRET_KEY: nobody can verify with it, so no overlap.
+        source.previous_secret_encrypted = None
+        source.previous_secret_expires_at = None
+    else:
+        source.previous_secret_encrypted = source.secret_encrypted
+        source.previous_secret_expires_at = now + keep_old_for
     source.secret_encrypted = box.seal(secret)
     source.secret_rotated_at = now
     _record_source(
@@ -311,7 +336,13 @@ def reseal_secrets(session: Session, box: SecretBox) -> dict[str, int]:
     from storage.models import LogKey
 
     sources = keys = 0
+    now = utcnow()
     for source in session.scalars(select(Source).with_for_update()):
+        ends = source.previous_secret_expires_at
+        if source.previous_secret_encrypted is not None and (ends is None or ends <= now):
+            # A former secret past its overlap verifies nothing: drop it, do not reseal it.
+            source.previous_secret_encrypted = None
+            source.previous_secret_expires_at = None
         for column in ("secret_encrypted", "previous_secret_encrypted"):
             sealed = getattr(source, column)
             if sealed is not None and not box.is_current(sealed):

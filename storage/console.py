@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage import access
 from storage.credentials import new_id, signing_keys
-from storage.models import ConsoleLink
+from storage.models import ApiKey, ConsoleLink
 
 #: How long a link can be opened; a session it starts lasts at most SESSION_LIFETIME.
 LINK_LIFETIME = timedelta(minutes=5)
@@ -33,6 +33,8 @@ class Grant:
     scope: dict[str, Any]
     permissions: tuple[str, ...]
     viewer: dict[str, Any] | None
+    #: The key that made the link, if an API key did: the session lasts no longer than it.
+    key_id: str | None = None
 
 
 class LinkRejected(Exception):
@@ -54,6 +56,7 @@ def create_link(
     performed_by: dict[str, Any] | None = None,
     ip_address: str | None = None,
     request_id: str | None = None,
+    key_id: str | None = None,
 ) -> tuple[str, datetime]:
     """A new link's token and the moment it stops opening."""
     link = ConsoleLink(
@@ -64,6 +67,7 @@ def create_link(
         viewer=viewer,
         created_at=now,
         expires_at=now + LINK_LIFETIME,
+        key_id=key_id,
     )
     session.add(link)
     session.flush()
@@ -112,10 +116,20 @@ def open_link(
         link.org_id,
         "console.session_opened",
         now,
-        performed_by={"type": "console", "viewer": link.viewer},
+        performed_by={"type": "console", "viewer": link.viewer, "key_id": link.key_id},
         subject_id=link.id,
         ip_address=ip_address,
         request_id=request_id,
         details={"scope": link.scope, "permissions": list(link.permissions)},
     )
-    return Grant(link.org_id, dict(link.scope), tuple(link.permissions), link.viewer)
+    return Grant(
+        link.org_id, dict(link.scope), tuple(link.permissions), link.viewer, key_id=link.key_id
+    )
+
+
+def key_is_live(session: Session, key_id: str) -> bool:
+    """Whether the key that opened a session is still unrevoked."""
+    return (
+        session.scalar(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+        is not None
+    )

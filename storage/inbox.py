@@ -31,6 +31,9 @@ class SourceRef(Protocol):
     @property
     def org_id(self) -> str: ...
 
+    @property
+    def secret_rotated_at(self) -> datetime | None: ...
+
 
 @dataclass(frozen=True)
 class IncomingNotification:
@@ -60,6 +63,10 @@ class SourceDisabled(Exception):
     """The source was disabled (``auditlog sources disable``): its webhooks store nothing."""
 
 
+class SourceRotated(Exception):
+    """The source's secret changed since the caller read it: check the signature again."""
+
+
 def accept(
     session: Session, source: SourceRef, incoming: Sequence[IncomingNotification], now: datetime
 ) -> list[Receipt]:
@@ -75,14 +82,16 @@ def accept(
     unique = [incoming[index] for index in sorted(first_index.values())]
 
     # Checked in the transaction that stores, whatever the caller's cached copy of the
-    # source says: a source disabled meanwhile stores nothing more. On PostgreSQL the
-    # INSERT itself checks (no extra round trip); inserting nothing, it asks why.
+    # source says: a source disabled meanwhile stores nothing more, and one whose secret
+    # was rotated meanwhile stores nothing signed with what may be the replaced secret.
+    # On PostgreSQL the INSERT itself checks (no extra round trip); inserting nothing, it
+    # asks why.
     if session.get_bind().dialect.name == "postgresql":
         inserted = _insert_unnest(session, source, unique, now)
         if not inserted:
-            _refuse_disabled(session, source)
+            _refuse_changed(session, source)
     else:
-        _refuse_disabled(session, source)
+        _refuse_changed(session, source)
         inserted = _insert_many(session, source, unique, now)
 
     receipts = []
@@ -92,12 +101,16 @@ def accept(
     return receipts
 
 
-def _refuse_disabled(session: Session, source: SourceRef) -> None:
-    disabled = session.execute(
-        select(Source.disabled_at).where(Source.id == source.id)
-    ).scalar_one_or_none()
-    if disabled is not None:
+def _refuse_changed(session: Session, source: SourceRef) -> None:
+    row = session.execute(
+        select(Source.disabled_at, Source.secret_rotated_at).where(Source.id == source.id)
+    ).first()
+    if row is None:
+        return
+    if row.disabled_at is not None:
         raise SourceDisabled(source.id)
+    if row.secret_rotated_at != source.secret_rotated_at:
+        raise SourceRotated(source.id)
 
 
 #: PostgreSQL: the whole batch as one INSERT over arrays (13 parameters, whatever its size),
@@ -115,7 +128,9 @@ UNNEST_INSERT = text(
                 CAST(:payloads AS text[]))
          AS t(external_id, kind, entity_type, entity_id, occurred_at, sequence, payload)
     WHERE NOT EXISTS (SELECT 1 FROM sources AS s
-                      WHERE s.id = CAST(:source_id AS varchar) AND s.disabled_at IS NOT NULL)
+                      WHERE s.id = CAST(:source_id AS varchar)
+                        AND (s.disabled_at IS NOT NULL OR s.secret_rotated_at
+                             IS DISTINCT FROM CAST(:rotated_at AS timestamptz)))
     ON CONFLICT (source_id, external_id) DO NOTHING
     RETURNING external_id, pk
     """
@@ -130,6 +145,7 @@ def _insert_unnest(
         {
             "org_id": source.org_id,
             "source_id": source.id,
+            "rotated_at": source.secret_rotated_at,
             "now": now,
             "external_ids": [item.external_id for item in unique],
             "kinds": [item.kind for item in unique],

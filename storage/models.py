@@ -267,6 +267,9 @@ class ConsoleLink(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: Set, once, by the request that opens the link.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The API key that made the link (None for ``auditlog console-link``): revoking it
+    #: ends the sessions it opened.
+    key_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class LogLeaf(Base):

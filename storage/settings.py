@@ -163,6 +163,11 @@ class Settings:
                     "worker and beat process must use the same key"
                 )
             secret_key = _read_or_create_secret(var_dir / "secret_key")
+        if "," in secret_key:
+            raise ConfigurationError(
+                "SECRET_KEY cannot hold a comma: SECRET_KEY_FALLBACKS is a comma-separated list, "
+                "so such a key could never be rotated"
+            )
         fallbacks = tuple(
             key.strip() for key in env.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
         )

@@ -61,6 +61,8 @@ class Viewer:
     permissions: frozenset[str]
     viewer: dict[str, Any] | None
     csrf_token: str
+    #: The API key whose link opened the session (None for a link the CLI made).
+    key_id: str | None = None
 
     @property
     def scoped_record(self) -> tuple[str, str] | None:
@@ -115,6 +117,7 @@ def start_session(grant: Grant) -> None:
         scope=grant.scope,
         permissions=list(grant.permissions),
         viewer=grant.viewer,
+        key=grant.key_id,
         csrf=secrets.token_urlsafe(32),
         until=int(time.time() + SESSION_LIFETIME.total_seconds()),
     )
@@ -130,6 +133,7 @@ def current_viewer() -> Viewer | None:
         permissions=frozenset(session.get("permissions") or ()),
         viewer=session.get("viewer"),
         csrf_token=session["csrf"],
+        key_id=session.get("key"),
     )
 
 

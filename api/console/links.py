@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 from marshmallow.validate import Length, OneOf
 
 from api.auth import require_api_key, require_scope
-from api.context import api_key, org_id, request_id, services
+from api.context import api_key, client_ip, org_id, request_id, services
 from api.rest import Blueprint
 from storage import console
 from storage.catalog import ENTITY_TYPES
@@ -97,6 +97,7 @@ def mint_link(
     performed_by: dict[str, Any] | None = None,
     ip_address: str | None = None,
     request_id: str | None = None,
+    key_id: str | None = None,
 ) -> dict[str, str]:
     """A new link for an already validated request: ``{"url", "expires_at"}``."""
     with database.unit_of_work(write=True) as session:
@@ -111,6 +112,7 @@ def mint_link(
             performed_by=performed_by,
             ip_address=ip_address,
             request_id=request_id,
+            key_id=key_id,
         )
         session.commit()
     return {
@@ -136,8 +138,9 @@ def create_console_session(body: dict[str, Any]) -> Any:
         body,
         base_url,
         performed_by=api_key().performed_by(),
-        ip_address=request.remote_addr,
+        ip_address=client_ip(),
         request_id=request_id(),
+        key_id=api_key().key_id,
     )
     response = jsonify(link)
     response.status_code = 201

@@ -32,7 +32,7 @@ from werkzeug.routing import RequestRedirect
 
 from api.console import access, present
 from api.console.access import Viewer, viewer
-from api.context import request_id, services
+from api.context import client_ip, request_id, services
 from api.cursors import CursorRejected
 from api.exports import file_response, note_download, queue_export
 from api.logs import event_filter, page_of_events, state_of_record
@@ -70,6 +70,12 @@ def require_session() -> Any:
     found = access.current_viewer()
     if found is None:
         return render_template("console/signed_out.html"), 401
+    if found.key_id is not None:
+        with services().database.unit_of_work() as db:
+            live = console.key_is_live(db, found.key_id)
+        if not live:  # revoking a key ends the sessions its links opened
+            session.clear()
+            return render_template("console/signed_out.html"), 401
     g.console_viewer = found
     return None
 
@@ -110,7 +116,7 @@ def enter(token: str) -> Any:
                 runtime.settings.secret_keys,
                 token,
                 datetime.now(UTC),
-                ip_address=request.remote_addr,
+                ip_address=client_ip(),
                 request_id=request_id(),
             )
             db.commit()
@@ -451,7 +457,7 @@ def rewind(event_id: str) -> Any:
                     "name": person.get("name"),
                     "email": person.get("email"),
                 },
-                ip_address=request.remote_addr,
+                ip_address=client_ip(),
                 now=datetime.now(UTC),
                 audit=AccessContext(performed_by=console_performer(), request_id=request_id()),
             )
@@ -531,7 +537,7 @@ def start_export() -> Any:
 
 def console_performer() -> dict[str, Any]:
     """Who acts through a console session, for the access log: its viewer, if named."""
-    return {"type": "console", "viewer": viewer().viewer}
+    return {"type": "console", "viewer": viewer().viewer, "key_id": viewer().key_id}
 
 
 def _own_export(export_id: str) -> Any:

@@ -51,6 +51,9 @@ def test_each_action_is_recorded_with_who_did_it(client, database, settings):
     link = client.get(f"/v1/exports/{export['id']}", headers=auth).get_json()["download_url"]
     via_link = client.get(link)
     via_link.close()
+    evidence = client.get(f"/v1/exports/{export['id']}/evidence", headers=auth)
+    assert evidence.status_code == 200
+    evidence.close()
     console = client.post("/v1/console-sessions", json={}, headers=auth).get_json()
     assert client.get(urlsplit(console["url"]).path).status_code == 303
 
@@ -66,6 +69,7 @@ def test_each_action_is_recorded_with_who_did_it(client, database, settings):
         "export.created",
         "export.downloaded",
         "export.downloaded",
+        "export.downloaded",  # the evidence, which holds the rows too
         "console.link_created",
         "console.session_opened",
     ]
@@ -84,6 +88,7 @@ def test_each_action_is_recorded_with_who_did_it(client, database, settings):
     assert restore["details"]["restored_from"] == update["id"]
     downloads = [e for e in page["entries"] if e["action"] == "export.downloaded"]
     assert {d["performed_by"]["type"] for d in downloads} == {"api_key", "signed_link"}
+    assert sorted(d["details"]["part"] for d in downloads) == ["evidence", "file", "file"]
     assert all(d["performed_by"]["key_id"] == me["key_id"] for d in downloads)
     # The restore's event names the key too.
     details = restored.get_json()["event"]["details"]
@@ -152,3 +157,37 @@ def test_keys_show_when_they_were_last_used(client, database, settings):
         listed = accounts.list_api_keys(session, tenant.org_id)
     assert listed[0]["last_used_at"] is not None
     assert listed[0]["scopes"] == list(accounts.SCOPES)
+
+
+def test_a_peer_that_is_no_ip_address_is_recorded_as_none(client, database, settings):
+    """A unix socket, or a trusted proxy forwarding a name: no 5xx, the IP left empty."""
+    tenant = make_tenant(database, settings)
+    auth = {"Authorization": f"Bearer {tenant.api_key}"}
+    record_now(
+        client,
+        tenant,
+        database,
+        notification(entity_id="p-1", properties={"name": "Ada", "title": "Engineer"}),
+        notification(
+            entity_id="p-1",
+            kind="patch",
+            occurred_at="2026-11-25T11:00:00Z",
+            properties={"title": "Staff Engineer"},
+        ),
+    )
+    update = client.get("/v1/events", headers=auth).get_json()["events"][0]
+    for peer in ("", "unix:/run/gunicorn.sock", "proxy.internal"):
+        environ = {"REMOTE_ADDR": peer}
+        export = client.post("/v1/exports", json={}, headers=auth, environ_base=environ)
+        assert export.status_code == 202, export.get_json()
+        restored = client.post(
+            "/v1/entities/person/p-1/restore",
+            json={"event_id": update["id"], "actor": ADMIN},
+            headers=auth,
+            environ_base=environ,
+        )
+        assert restored.status_code in (200, 201), restored.get_json()
+        if restored.status_code == 201:
+            assert restored.get_json()["event"]["ip_address"] is None
+    latest = entries(client, auth, action="export.created", limit=3)["entries"]
+    assert [entry["ip_address"] for entry in latest] == [None, None, None]

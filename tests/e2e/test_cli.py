@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from storage import accounts
 from storage.credentials import SecretBox, hash_api_key
 from storage.models import ApiKey, Notification, Source
 from tests.factories import make_tenant, notification, post_signed
@@ -119,7 +120,8 @@ class TestOperations:
         assert listed["source_id"] == source["source_id"]
         assert listed["disabled_at"] == disabled["disabled_at"]
         assert listed["previous_secret_expires_at"] is not None
-        assert "secret" not in {k for k in listed if not k.startswith(("secret_", "previous_"))}
+        printed = json.dumps(output(run("sources", "list", org["org_id"])))
+        assert source["secret"] not in printed and rotated["secret"] not in printed
 
         log = output(run("access-log", org["org_id"]))["entries"]
         assert [entry["action"] for entry in log] == [
@@ -207,3 +209,34 @@ class TestConsoleLink:
     def test_an_unknown_organisation_fails_on_stderr(self, run):
         result = run("console-link", "org_missing", ok=False)
         assert "does not exist" in result.stderr
+
+
+class TestMigration:
+    def test_keys_made_before_scopes_keep_every_scope(self, tmp_path):
+        from sqlalchemy import text
+
+        from storage.db import Database
+        from storage.migrate import upgrade
+
+        database = Database(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+        try:
+            upgrade(database, "0006")
+            with database.engine.begin() as connection:
+                connection.execute(
+                    text(
+                        "INSERT INTO organizations (id, name, created_at) "
+                        "VALUES ('org_old', 'Old', '2026-01-01 00:00:00')"
+                    )
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO api_keys (id, org_id, name, key_hash, created_at) "
+                        "VALUES ('key_old', 'org_old', 'legacy', 'h', '2026-01-01 00:00:00')"
+                    )
+                )
+            upgrade(database)
+            with database.unit_of_work() as session:
+                (listed,) = accounts.list_api_keys(session, "org_old")
+            assert listed["scopes"] == ["read", "export", "restore", "console"]
+        finally:
+            database.engine.dispose()

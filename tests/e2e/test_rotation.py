@@ -95,6 +95,27 @@ class TestSecretKeyRotation:
             }
 
         assert works(rotated) == {"webhook": 202, "cursor": 200, "link": 200, "console": 200}
+        # What the rotated app signs now, it signs with the new key: the retired app (the
+        # new key alone) accepts it.
+        rotated_client = rotated.test_client()
+        new_cursor = rotated_client.get("/v1/events?limit=1", headers=auth).get_json()
+        new_link = urlsplit(
+            rotated_client.get(f"/v1/exports/{export['id']}", headers=auth).get_json()[
+                "download_url"
+            ]
+        )
+        new_console = urlsplit(
+            rotated_client.post("/v1/console-sessions", json={}, headers=auth).get_json()["url"]
+        ).path
+        retired_client = retired.test_client()
+        page = retired_client.get(
+            f"/v1/events?limit=1&cursor={new_cursor['next_cursor']}", headers=auth
+        )
+        assert page.status_code == 200
+        fetched = retired_client.get(f"{new_link.path}?{new_link.query}")
+        fetched.close()
+        assert fetched.status_code == 200
+        assert retired_client.get(new_console).status_code == 303
         assert rotated.test_client().get(console_url).status_code == 303
         stored = notifications_stored(database)
         refused = works(retired)
@@ -155,6 +176,56 @@ class TestSourceSecretRotation:
         assert notifications_stored(database) == stored
         assert post_with_secret(client, tenant, issued.secret).status_code == 202
 
+    def test_a_replaced_secret_admits_nothing_even_from_a_cached_source(
+        self, client, database, settings
+    ):
+        tenant = make_tenant(database, settings)
+        assert post_signed(client, tenant, notification()).status_code == 202  # now cached
+        with database.unit_of_work(write=True) as session:
+            issued = accounts.rotate_source_secret(  # a leaked secret: no overlap
+                session,
+                SecretBox(settings.secret_keys),
+                tenant.source_id,
+                timedelta(0),
+                datetime.now(UTC),
+            )
+            session.commit()
+        stored = notifications_stored(database)
+        refused = post_with_secret(client, tenant, tenant.secret)
+        assert refused.status_code == 401, refused.get_json()
+        assert notifications_stored(database) == stored
+        assert post_with_secret(client, tenant, issued.secret).status_code == 202
+
+    def test_a_former_secret_no_key_opens_does_not_lock_the_source_out(
+        self, settings, database, publisher
+    ):
+        tenant = make_tenant(database, dataclasses.replace(settings, secret_key="key-one"))
+        now = datetime.now(UTC)
+        with database.unit_of_work(write=True) as session:
+            # Under key-two alone: the current secret (sealed by key-one) cannot be opened,
+            # so the rotation keeps no overlap instead of a secret nobody can use.
+            issued = accounts.rotate_source_secret(
+                session, SecretBox("key-two"), tenant.source_id, timedelta(hours=1), now
+            )
+            session.commit()
+            row = session.get(Source, tenant.source_id)
+            assert row.previous_secret_encrypted is None
+            # A former secret sealed by a retired key, still in its overlap, is skipped.
+            row.previous_secret_encrypted = SecretBox("key-zero").seal(tenant.secret)
+            row.previous_secret_expires_at = now + timedelta(hours=1)
+            session.commit()
+        client = app_with(settings, database, publisher, secret_key="key-two").test_client()
+        assert post_with_secret(client, tenant, issued.secret).status_code == 202
+        assert post_with_secret(client, tenant, tenant.secret).status_code == 401
+        with database.unit_of_work(write=True) as session:
+            row = session.get(Source, tenant.source_id)
+            row.previous_secret_expires_at = now - timedelta(seconds=1)
+            session.commit()
+            # Past its overlap a former secret is dropped by reseal, not resealed.
+            accounts.reseal_secrets(session, SecretBox("key-two"))
+            session.commit()
+            assert session.get(Source, tenant.source_id).previous_secret_encrypted is None
+
     def test_rotating_twice_ends_the_oldest_at_once(self, client, database, settings):
         tenant = make_tenant(database, settings)
         box, now = SecretBox(settings.secret_keys), datetime.now(UTC)
@@ -179,10 +250,11 @@ class TestDisabledSource:
             accounts.disable_source(session, tenant.source_id, datetime.now(UTC))
             session.commit()
         stored = notifications_stored(database)
-        for _ in range(2):  # the cached copy, then the fresh read
+        for _ in range(2):  # the cached copy: the storing transaction refuses it
             response = post_signed(client, tenant, notification())
             assert response.status_code == 403
             assert response.get_json()["error"]["code"] == "source_disabled"
+        # An unsigned request fails the cached secret and reads the source again.
         unsigned = client.post(f"/v1/webhooks/{tenant.source_id}", json=notification(), headers={})
         assert unsigned.status_code == 403
         assert notifications_stored(database) == stored

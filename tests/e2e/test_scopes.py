@@ -170,3 +170,36 @@ def test_a_read_only_key_gets_no_download_link(client, database, settings):
     downloaded = client.get(link)
     assert downloaded.status_code == 200 and downloaded.data.startswith(b"\xef\xbb\xbf")
     downloaded.close()
+
+
+def test_what_a_key_handed_on_ends_with_it(client, database, settings):
+    from urllib.parse import urlsplit
+
+    from worker.exports import build_export
+
+    tenant = make_tenant(database, settings)
+    record_now(client, tenant, database, notification(entity_id="p-1"))
+    with database.unit_of_work(write=True) as session:
+        made = accounts.create_api_key(session, tenant.org_id, scopes=list(accounts.SCOPES))
+        session.commit()
+    auth = {"Authorization": f"Bearer {made.api_key}"}
+    created = client.post("/v1/exports", json={}, headers=auth).get_json()
+    build_export(database, created["id"], settings.export_dir, settings.export_ttl_seconds)
+    link = client.get(f"/v1/exports/{created['id']}", headers=auth).get_json()["download_url"]
+    browser = app_client(client)
+    entered = browser.get(
+        urlsplit(client.post("/v1/console-sessions", json={}, headers=auth).get_json()["url"]).path
+    )
+    assert entered.status_code == 303 and browser.get("/console/").status_code == 200
+    with database.unit_of_work(write=True) as session:
+        accounts.revoke_api_key(session, made.key_id)
+        session.commit()
+    refused = client.get(link)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "invalid_link"
+    assert browser.get("/console/").status_code == 401  # the session ended with its key
+    assert browser.get("/console/").status_code == 401
+
+
+def app_client(client):  # type: ignore[no-untyped-def]
+    """A second browser on the same app (its own cookies)."""
+    return client.application.test_client()

@@ -69,3 +69,15 @@ class TestOperationsVariables:
         )
         with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
             Settings.from_env({**base, "FORWARDED_ALLOW_IPS": "proxy.local"})
+
+
+def test_a_secret_key_with_a_comma_is_refused():
+    from storage.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cannot hold a comma"):
+        Settings.from_env({"SECRET_KEY": "a,b"})
+
+
+def test_fallbacks_are_read_newest_first_without_blanks():
+    settings = Settings.from_env({"SECRET_KEY": "new", "SECRET_KEY_FALLBACKS": " old , , older "})
+    assert settings.secret_keys == ("new", "old", "older")

@@ -1,4 +1,5 @@
-"""Key scopes and last use, source secret rotation and disabling, the access log.
+"""Key scopes and last use, source secret rotation and disabling, the access log, and
+the key behind each console link.
 
 Keys made before scopes existed keep every scope.
 
@@ -44,6 +45,8 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("secret_rotated_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("console_links") as batch:
+        batch.add_column(sa.Column("key_id", sa.String(64), nullable=True))
     op.create_table(
         "access_log",
         sa.Column("id", BIGINT_KEY, autoincrement=True, nullable=False),
@@ -66,6 +69,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_access_log_org_page", table_name="access_log")
     op.drop_table("access_log")
+    with op.batch_alter_table("console_links") as batch:
+        batch.drop_column("key_id")
     with op.batch_alter_table("sources") as batch:
         batch.drop_column("disabled_at")
         batch.drop_column("secret_rotated_at")
