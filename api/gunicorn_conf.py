@@ -20,7 +20,12 @@ from gunicorn import glogging
 
 from api.edge import REQUEST_ID_ENVIRON_KEY
 from storage.logformat import configure_logging
-from storage.settings import ConfigurationError, Settings, parse_forwarded_allow_ips
+from storage.settings import (
+    ConfigurationError,
+    Settings,
+    parse_forwarded_allow_ips,
+    settings_or_exit,
+)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -75,3 +80,10 @@ class JsonLogger(glogging.Logger):
 
 
 logger_class = JsonLogger
+
+
+def on_starting(server: Any) -> None:
+    """Read the configuration once in the arbiter, before any worker forks: a setting the
+    service cannot run with stops gunicorn with its reason (exit 2), instead of workers
+    failing to boot one after another while the arbiter shuts down."""
+    settings_or_exit()

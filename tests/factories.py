@@ -136,6 +136,19 @@ def record_now(client: Any, tenant: Tenant, database: Database, *documents: Any)
 ADMIN = {"type": "user", "id": "p-admin", "name": "Super Admin", "email": "admin@example.com"}
 
 
+def title_change(entity_id: str = "p-1", new_title: str = "Staff Engineer") -> list[dict[str, Any]]:
+    """A person created as an Engineer, then given another title: one restorable update."""
+    return [
+        notification(entity_id=entity_id, properties={"name": "Ada", "title": "Engineer"}),
+        notification(
+            entity_id=entity_id,
+            kind="patch",
+            occurred_at="2026-11-25T11:00:00Z",
+            properties={"title": new_title},
+        ),
+    ]
+
+
 def console_story(entity_suffix: str = "") -> list[dict[str, Any]]:
     """The records and changes the console's tests and screenshots look at."""
     s = entity_suffix

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from storage import accounts
 from storage.models import ApiKey
-from tests.factories import ADMIN, make_tenant, notification, record_now
+from tests.factories import ADMIN, make_tenant, record_now, title_change
 from worker.exports import build_export
 
 
@@ -24,18 +24,7 @@ def test_each_action_is_recorded_with_who_did_it(client, database, settings):
         made = accounts.create_api_key(session, tenant.org_id, name="siem", scopes=["read"])
         accounts.revoke_api_key(session, made.key_id)
         session.commit()
-    record_now(
-        client,
-        tenant,
-        database,
-        notification(entity_id="p-1", properties={"name": "Ada", "title": "Engineer"}),
-        notification(
-            entity_id="p-1",
-            kind="patch",
-            occurred_at="2026-11-25T11:00:00Z",
-            properties={"title": "Staff Engineer"},
-        ),
-    )
+    record_now(client, tenant, database, *title_change())
     update = client.get("/v1/events", headers=auth).get_json()["events"][0]
     restored = client.post(
         "/v1/entities/person/p-1/restore",
@@ -163,18 +152,7 @@ def test_a_peer_that_is_no_ip_address_is_recorded_as_none(client, database, sett
     """A unix socket, or a trusted proxy forwarding a name: no 5xx, the IP left empty."""
     tenant = make_tenant(database, settings)
     auth = {"Authorization": f"Bearer {tenant.api_key}"}
-    record_now(
-        client,
-        tenant,
-        database,
-        notification(entity_id="p-1", properties={"name": "Ada", "title": "Engineer"}),
-        notification(
-            entity_id="p-1",
-            kind="patch",
-            occurred_at="2026-11-25T11:00:00Z",
-            properties={"title": "Staff Engineer"},
-        ),
-    )
+    record_now(client, tenant, database, *title_change())
     update = client.get("/v1/events", headers=auth).get_json()["events"][0]
     for peer in ("", "unix:/run/gunicorn.sock", "proxy.internal"):
         environ = {"REMOTE_ADDR": peer}

@@ -16,7 +16,7 @@ from flask import Flask
 from api.auth import ENDPOINT_SCOPES, KEYED_BLUEPRINTS, check_endpoint_scopes
 from storage import accounts
 from storage.models import AccessEntry, Export
-from tests.factories import ADMIN, make_tenant, notification, record_now
+from tests.factories import ADMIN, make_tenant, notification, record_now, title_change
 
 #: Endpoints that take no API key: each answers for itself (signature, session, public).
 PUBLIC = {
@@ -97,18 +97,7 @@ def test_each_route_refuses_a_key_without_its_scope(app, client, database, setti
 
 def test_refused_writes_change_nothing(client, database, settings):
     tenant = make_tenant(database, settings)
-    record_now(
-        client,
-        tenant,
-        database,
-        notification(entity_id="p-1", properties={"name": "Ada", "title": "Engineer"}),
-        notification(
-            entity_id="p-1",
-            kind="patch",
-            occurred_at="2026-11-25T11:00:00Z",
-            properties={"title": "Staff Engineer"},
-        ),
-    )
+    record_now(client, tenant, database, *title_change())
     reader = {"Authorization": f"Bearer {key_with(database, tenant.org_id, ['read'])}"}
     update = client.get("/v1/events", headers=reader).get_json()["events"][0]
     with database.unit_of_work() as session:
