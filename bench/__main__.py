@@ -105,7 +105,7 @@ class Bench:
             else:
                 session.add(Organization(id=org_id, name=name, created_at=datetime.now(UTC)))
                 session.flush()
-            key = accounts.create_api_key(session, org_id)
+            key = accounts.create_api_key(session, org_id, scopes=accounts.SCOPES)
             source = accounts.create_source(session, SecretBox(SECRET_KEY), org_id, name)
             session.commit()
         return org_id, key.api_key, source.source_id, source.secret
