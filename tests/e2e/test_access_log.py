@@ -34,7 +34,13 @@ def test_each_action_is_recorded_with_who_did_it(client, database, settings):
     )
     assert restored.status_code == 201
     export = client.post("/v1/exports", json={"entity_type": "person"}, headers=auth).get_json()
-    build_export(database, export["id"], settings.export_dir, settings.export_ttl_seconds)
+    build_export(
+        database,
+        export["id"],
+        settings.export_dir,
+        settings.export_ttl_seconds,
+        settings=settings,
+    )
     downloaded = client.get(f"/v1/exports/{export['id']}/download", headers=auth)
     downloaded.close()
     link = client.get(f"/v1/exports/{export['id']}", headers=auth).get_json()["download_url"]

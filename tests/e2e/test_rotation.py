@@ -56,7 +56,13 @@ class TestSecretKeyRotation:
         record_now(old_client, tenant, database, notification(), notification())
         cursor = old_client.get("/v1/events?limit=1", headers=auth).get_json()["next_cursor"]
         export = old_client.post("/v1/exports", json={}, headers=auth).get_json()
-        build_export(database, export["id"], settings.export_dir, settings.export_ttl_seconds)
+        build_export(
+            database,
+            export["id"],
+            settings.export_dir,
+            settings.export_ttl_seconds,
+            settings=dataclasses.replace(settings, secret_key="key-one"),
+        )
         link = old_client.get(f"/v1/exports/{export['id']}", headers=auth).get_json()
         download = urlsplit(link["download_url"])
         console_url = urlsplit(

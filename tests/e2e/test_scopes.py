@@ -151,7 +151,13 @@ def test_a_read_only_key_gets_no_download_link(client, database, settings):
     record_now(client, tenant, database, notification(entity_id="p-1"))
     exporter = {"Authorization": f"Bearer {tenant.api_key}"}
     created = client.post("/v1/exports", json={}, headers=exporter).get_json()
-    build_export(database, created["id"], settings.export_dir, settings.export_ttl_seconds)
+    build_export(
+        database,
+        created["id"],
+        settings.export_dir,
+        settings.export_ttl_seconds,
+        settings=settings,
+    )
     reader = {"Authorization": f"Bearer {key_with(database, tenant.org_id, ['read'])}"}
     seen = client.get(f"/v1/exports/{created['id']}", headers=reader).get_json()
     assert seen["status"] == "succeeded" and seen["download_url"] is None
@@ -173,7 +179,13 @@ def test_what_a_key_handed_on_ends_with_it(client, database, settings):
         session.commit()
     auth = {"Authorization": f"Bearer {made.api_key}"}
     created = client.post("/v1/exports", json={}, headers=auth).get_json()
-    build_export(database, created["id"], settings.export_dir, settings.export_ttl_seconds)
+    build_export(
+        database,
+        created["id"],
+        settings.export_dir,
+        settings.export_ttl_seconds,
+        settings=settings,
+    )
     link = client.get(f"/v1/exports/{created['id']}", headers=auth).get_json()["download_url"]
     browser = app_client(client)
     entered = browser.get(
