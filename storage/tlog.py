@@ -76,39 +76,38 @@ class NodeCache:
 
 def save_leaves(session: Session, org_id: str, rows: Sequence[tuple[int, int, bytes]]) -> None:
     """(seq, event id, leaf hash) rows."""
-    if not rows:
-        return
-    if _copy(session, "log_leaves (org_id, seq, event_id, leaf_hash)", org_id, rows):
-        return
-    session.execute(
-        leaves.insert(),
-        [{"org_id": org_id, "seq": s, "event_id": e, "leaf_hash": h} for s, e, h in rows],
-    )
+    _append(session, leaves, ("seq", "event_id", "leaf_hash"), org_id, rows)
 
 
 def save_nodes(session: Session, org_id: str, created: Sequence[tuple[int, int, bytes]]) -> None:
     """(level, index, hash) rows of complete subtrees."""
-    if not created:
-        return
-    if _copy(session, "log_nodes (org_id, level, idx, hash)", org_id, created):
-        return
-    session.execute(
-        nodes.insert(),
-        [{"org_id": org_id, "level": lv, "idx": ix, "hash": h} for lv, ix, h in created],
-    )
+    _append(session, nodes, ("level", "idx", "hash"), org_id, created)
 
 
-def _copy(session: Session, target: str, org_id: str, rows: Sequence[tuple[Any, ...]]) -> bool:
-    """On PostgreSQL, ``COPY target FROM STDIN`` in the session's transaction (a pass writes
-    thousands of rows: COPY costs a fraction of a multi-row INSERT); False elsewhere."""
+def _append(
+    session: Session,
+    table: Any,
+    columns: tuple[str, ...],
+    org_id: str,
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """Insert ``rows`` (values of ``columns``) of one organisation in the session's
+    transaction. On PostgreSQL with ``COPY … FROM STDIN``: a pass writes thousands of
+    rows, and COPY costs a fraction of a multi-row INSERT."""
+    if not rows:
+        return
     if session.get_bind().dialect.name != "postgresql":
-        return False
+        session.execute(
+            table.insert(),
+            [{"org_id": org_id, **dict(zip(columns, row, strict=True))} for row in rows],
+        )
+        return
     driver = session.connection().connection.driver_connection
     assert driver is not None
+    target = f"{table.name} (org_id, {', '.join(columns)})"
     with driver.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
         for row in rows:
             copy.write_row((org_id, *row))
-    return True
 
 
 def tree_of(session: Session, org_id: str, lock: bool = False) -> LogTree | None:

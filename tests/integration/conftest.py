@@ -44,11 +44,9 @@ def worker_settings(settings: Settings, shared_redis_url: str) -> Settings:
     )
 
 
-@pytest.fixture
-def fresh_host(tmp_path: Path, postgres_url: str, shared_redis_url: str):
-    """An empty working directory and the three variables a host shares with the others."""
-    folder = tmp_path / "checkout"
-    folder.mkdir()
+def host_env(postgres_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """This environment without the service's own variables, plus the three a host
+    shares with the others (and ``extra``)."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -57,9 +55,17 @@ def fresh_host(tmp_path: Path, postgres_url: str, shared_redis_url: str):
     env.update(
         PATH=f"{BIN}:{env.get('PATH', '')}",
         DATABASE_URL=postgres_url,
-        REDIS_URL=shared_redis_url,
+        REDIS_URL=redis_url,
         SECRET_KEY="a-secret-shared-by-every-host",
-        PORT=str(free_port()),
         SWEEP_INTERVAL_SECONDS="1",
+        **extra,
     )
-    return folder, env
+    return env
+
+
+@pytest.fixture
+def fresh_host(tmp_path: Path, postgres_url: str, shared_redis_url: str):
+    """An empty working directory and the three variables a host shares with the others."""
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    return folder, host_env(postgres_url, shared_redis_url, PORT=str(free_port()))

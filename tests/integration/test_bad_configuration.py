@@ -9,6 +9,7 @@ to a key of its own there (and none leaves a ``var/`` folder behind).
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +18,9 @@ from tests.integration.test_procfile import procfile
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
-@pytest.mark.parametrize("name", ["web", "worker", "beat", "release"])
-def test_each_process_refuses_to_start_without_secret_key(name, fresh_host):
-    folder, env = fresh_host
-    del env["SECRET_KEY"]
-    result = subprocess.run(
+def start(name: str, folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the Procfile's ``name`` process until it exits (it is expected to refuse)."""
+    return subprocess.run(
         ["bash", "-c", f"exec {procfile()[name]}"],
         env=env,
         cwd=folder,
@@ -29,6 +28,13 @@ def test_each_process_refuses_to_start_without_secret_key(name, fresh_host):
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "beat", "release"])
+def test_each_process_refuses_to_start_without_secret_key(name, fresh_host):
+    folder, env = fresh_host
+    del env["SECRET_KEY"]
+    result = start(name, folder, env)
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DATABASE_URL is PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr
@@ -49,14 +55,7 @@ def test_a_bad_variable_stops_the_process_with_its_reason(
 ):
     folder, env = fresh_host
     env[variable] = value
-    result = subprocess.run(
-        ["bash", "-c", f"exec {procfile()[name]}"],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = start(name, folder, env)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout

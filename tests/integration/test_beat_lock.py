@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bench.services import BIN, Process
+from bench.services import Process
+from tests.integration.conftest import host_env
 from tests.integration.processes import wait_until
 from tests.integration.test_procfile import procfile
 from worker.beatlock import (
@@ -30,21 +31,8 @@ STANDING_BY = "standing by"
 LOCK_SECONDS = 3
 
 
-def host_env(postgres_url: str, redis_url: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AUDITLOG_", "DATABASE_", "REDIS_", "SECRET_", "EXPORT_"))
-    }
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        DATABASE_URL=postgres_url,
-        REDIS_URL=redis_url,
-        SECRET_KEY="a-secret-shared-by-every-host",
-        SWEEP_INTERVAL_SECONDS="1",
-        BEAT_LOCK_SECONDS=str(LOCK_SECONDS),
-    )
-    return env
+def beat_env(postgres_url: str, redis_url: str) -> dict[str, str]:
+    return host_env(postgres_url, redis_url, BEAT_LOCK_SECONDS=str(LOCK_SECONDS))
 
 
 class Beat:
@@ -72,7 +60,7 @@ class TestOneScheduleAcrossHosts:
     def test_one_beat_sends_and_a_standby_takes_over_when_it_stops_or_dies(
         self, tmp_path, postgres_url, private_redis
     ):
-        env = host_env(postgres_url, private_redis.url)
+        env = beat_env(postgres_url, private_redis.url)
         beats = [Beat(tmp_path / "host-a", env), Beat(tmp_path / "host-b", env)]
         try:
             wait_until(lambda: all(beat.decided() for beat in beats), 60, "beats did not start")
