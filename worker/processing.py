@@ -14,7 +14,7 @@ import logging
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -79,6 +79,68 @@ def lock_waiting(session: Session, org_ids: set[str], mine: set[int], limit: int
         .with_for_update(skip_locked=True)
     )
     return [row for row in rows if row.pk not in mine][:limit]
+
+
+def lock_overdue(session: Session, before: datetime, limit: int) -> list[Any]:
+    """Queued notifications published before ``before`` that no worker holds, oldest first."""
+    table = Notification.__table__
+    return list(
+        session.execute(
+            select(table)
+            .where(
+                table.c.status == QUEUED,
+                table.c.attempts == 0,
+                table.c.enqueued_at < before,
+            )
+            .order_by(table.c.enqueued_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def catch_up_overdue(
+    database: Database, max_attempts: int, now: datetime, overdue_after: timedelta
+) -> Outcome:
+    """Process notifications whose message is overdue, without waiting for it.
+
+    A message is lost for a while when the process that held it dies: Redis gives an
+    unacknowledged message back only after the visibility timeout (an hour), and the
+    sweeper republishes after ``REQUEUE_AFTER_SECONDS``. Beat runs this every second, so
+    such notifications are recorded seconds after the loss instead. A message that was
+    merely slow finds its notifications processed and does nothing: this is the same
+    locking as ``lock_waiting``. Notifications that already failed once keep to their own
+    message, which charges their failure to them.
+    """
+    with database.unit_of_work(write=True) as session:
+        batch = lock_overdue(session, now - overdue_after, CATCH_UP)
+        if not batch:
+            return Outcome()
+        batch.sort(key=lambda row: (row.occurred_at, row.sequence, row.pk))
+        pks = [row.pk for row in batch]
+        try:
+            record_notifications(session, batch, now)
+            session.commit()
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            session.rollback()
+            log.warning("catching up %d overdue notifications failed", len(pks), exc_info=True)
+        else:
+            log.info(
+                "caught up %d overdue notifications",
+                len(batch),
+                extra={"notifications": pks, "request_ids": request_ids_of(batch)},
+            )
+            return Outcome(processed=len(batch))
+    # One of them is at fault: each alone, so that the failure is charged to it only.
+    outcome = Outcome()
+    for pk in pks:
+        single = process_notifications(database, [pk], max_attempts, catch_up=False)
+        outcome.processed += single.processed
+        outcome.failed += single.failed
+        outcome.to_retry.extend(single.to_retry)
+    return outcome
 
 
 def process_notifications(

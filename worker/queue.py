@@ -23,6 +23,7 @@ REQUEUE_STALE = "auditlog.requeue_stale_notifications"
 BUILD_EXPORT = "auditlog.build_export"
 EXPIRE_EXPORTS = "auditlog.expire_exports"
 SEQUENCE_LOG = "auditlog.sequence_log"
+CATCH_UP_OVERDUE = "auditlog.catch_up_overdue"
 QUEUE = "auditlog"
 
 #: Longer than any task can run; Redis redelivers an unacknowledged message after it.
@@ -93,6 +94,12 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
             "requeue-stale-notifications": {
                 "task": REQUEUE_STALE,
                 "schedule": timedelta(seconds=settings.sweep_interval_seconds),
+            },
+            "catch-up-overdue": {
+                "task": CATCH_UP_OVERDUE,
+                "schedule": timedelta(seconds=1),
+                # Only the newest pass matters: one that waited in the queue is skipped.
+                "options": {"expires": 3},
             },
             "sequence-log": {
                 "task": SEQUENCE_LOG,

@@ -22,6 +22,10 @@ MAX_TRANSIENT_RETRIES = 20
 PUBLISH_CHUNK = 1000
 #: An export silent for this many REQUEUE_AFTER_SECONDS is presumed lost and restarted.
 EXPORT_STALL_FACTOR = 10
+#: A notification published this long ago and still queued is taken by the catch-up pass.
+#: A message normally finds its notifications within a fraction of a second; under a
+#: backlog the pass only takes over work that the queue's messages would do anyway.
+OVERDUE_AFTER_SECONDS = 2
 
 
 def backoff(retries: int) -> float:
@@ -31,6 +35,7 @@ def backoff(retries: int) -> float:
 def register(app: Celery) -> None:
     from worker.queue import (
         BUILD_EXPORT,
+        CATCH_UP_OVERDUE,
         EXPIRE_EXPORTS,
         PROCESS_NOTIFICATIONS,
         REQUEUE_STALE,
@@ -72,6 +77,19 @@ def register(app: Celery) -> None:
             raise self.retry(
                 args=[outcome.to_retry], countdown=backoff(self.request.retries), max_retries=None
             )
+        return {"processed": outcome.processed, "failed": outcome.failed}
+
+    @app.task(name=CATCH_UP_OVERDUE, shared=False)
+    def catch_up_overdue() -> dict[str, int]:
+        """Record notifications whose message is overdue (its worker died holding it)."""
+        settings = app.auditlog_settings
+        outcome = processing.catch_up_overdue(
+            database_for(app),
+            settings.max_attempts,
+            datetime.now(UTC),
+            timedelta(seconds=OVERDUE_AFTER_SECONDS),
+        )
+        # Their events get a seq from beat's sequence-log pass, due within the second.
         return {"processed": outcome.processed, "failed": outcome.failed}
 
     @app.task(name=SEQUENCE_LOG, shared=False)

@@ -74,6 +74,24 @@ class CeleryWorker(Process):
         self.process.wait()
 
 
+class CeleryBeat(Process):
+    """``celery -A worker.main beat`` in its own process, as the Procfile runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(BIN / "celery"),
+            "-A",
+            "worker.main",
+            "--quiet",
+            "beat",
+            "--loglevel",
+            "INFO",
+        ]
+        log = settings.var_dir / f"beat-{time.monotonic_ns()}.log"
+        super().__init__(command, service_env(settings), log)
+
+
 @contextmanager
 def celery_worker(settings: Settings, **options: object) -> Iterator[CeleryWorker]:
     worker = CeleryWorker(settings, **options)  # type: ignore[arg-type]

@@ -78,10 +78,11 @@ def task(app, name: str) -> Callable[[], Any]:
 
 
 class TestEachScheduledTaskTwiceAtOnce:
-    def test_the_schedule_is_these_three_tasks(self, celery):
+    def test_the_schedule_is_these_four_tasks(self, celery):
         app, _, _ = celery
         assert {entry["task"] for entry in app.conf.beat_schedule.values()} == {
             worker_queue.REQUEUE_STALE,
+            worker_queue.CATCH_UP_OVERDUE,
             worker_queue.SEQUENCE_LOG,
             worker_queue.EXPIRE_EXPORTS,
         }
@@ -111,6 +112,32 @@ class TestEachScheduledTaskTwiceAtOnce:
             events = session.scalar(select(func.count()).select_from(Event))
         assert dict(statuses) == {"processed": 30}
         assert events == 30  # one "person created" each, however often they were published
+
+    def test_the_catch_up_pass_records_each_overdue_notification_once(
+        self, celery, client, database, settings, publisher
+    ):
+        app, _, _ = celery
+        tenant = make_tenant(database, settings)
+        payloads = [notification("person", f"p{i}") for i in range(30)]
+        assert post_signed(client, tenant, {"notifications": payloads}).status_code == 202
+        lost = publisher.messages.pop()  # the worker holding the message died
+        with database.unit_of_work(write=True) as session:
+            session.execute(
+                update(Notification).values(enqueued_at=datetime.now(UTC) - timedelta(minutes=1))
+            )
+            session.commit()
+
+        results = twice_at_once(task(app, worker_queue.CATCH_UP_OVERDUE))
+        assert sum(result["processed"] for result in results) == 30
+        # The message, redelivered an hour later, finds nothing left to do.
+        assert processing.process_notifications(database, lost, max_attempts=1).processed == 0
+        with database.unit_of_work() as session:
+            statuses = session.execute(
+                select(Notification.status, func.count()).group_by(Notification.status)
+            ).all()
+            events = session.scalar(select(func.count()).select_from(Event))
+        assert dict(statuses) == {"processed": 30}
+        assert events == 30
 
     def test_the_stalled_export_sweep_restarts_each_export_once(
         self, celery, client, database, settings

@@ -95,6 +95,55 @@ class TestFailuresAreChargedToTheirCause:
         assert by_pk[innocent].status == "processed"
 
 
+class TestCatchUpOfOverdueNotifications:
+    """Beat's catch-up pass: notifications whose message a dead worker holds."""
+
+    def overdue(self, database, pks, seconds: float) -> None:
+        with database.unit_of_work(write=True) as session:
+            session.execute(
+                update(Notification)
+                .where(Notification.pk.in_(pks))
+                .values(enqueued_at=datetime.now(UTC) - timedelta(seconds=seconds))
+            )
+            session.commit()
+
+    def test_only_notifications_overdue_are_taken(self, client, tenant, database, publisher):
+        post_signed(client, tenant, notification())
+        post_signed(client, tenant, notification())
+        [old], [recent] = publisher.messages
+        self.overdue(database, [old], 10)
+        outcome = processing.catch_up_overdue(database, 5, datetime.now(UTC), timedelta(seconds=2))
+        assert (outcome.processed, outcome.failed) == (1, 0)
+        by_pk = {row.pk: row for row in rows(database)}
+        assert (by_pk[old].status, by_pk[recent].status) == ("processed", "queued")
+        # Its message, redelivered later, finds nothing to do.
+        assert processing.process_notifications(database, [old], 5).processed == 0
+
+    def test_a_failure_is_charged_to_its_cause_and_the_rest_are_recorded(
+        self, client, tenant, database, publisher, monkeypatch
+    ):
+        post_signed(client, tenant, {"notifications": [notification() for _ in range(3)]})
+        [message] = publisher.messages
+        poisoned = message[1]
+        self.overdue(database, message, 10)
+        real = processing.record_notifications
+
+        def record(session, notifications, now):
+            if any(n.pk == poisoned for n in notifications):
+                raise ValueError("cannot diff this one")
+            return real(session, notifications, now)
+
+        monkeypatch.setattr(processing, "record_notifications", record)
+        outcome = processing.catch_up_overdue(database, 2, datetime.now(UTC), timedelta(seconds=2))
+        assert (outcome.processed, outcome.failed, outcome.to_retry) == (2, 0, [poisoned])
+        by_pk = {row.pk: row for row in rows(database)}
+        assert (by_pk[poisoned].status, by_pk[poisoned].attempts) == ("queued", 1)
+        assert [by_pk[pk].status for pk in message if pk != poisoned] == ["processed"] * 2
+        # Having failed once, it is left to its own message (and the sweeper).
+        again = processing.catch_up_overdue(database, 2, datetime.now(UTC), timedelta(seconds=2))
+        assert (again.processed, again.failed) == (0, 0)
+
+
 class TestSweeper:
     def test_only_notifications_queued_past_the_threshold_are_claimed(
         self, client, tenant, database
