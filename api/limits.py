@@ -8,12 +8,15 @@ in-memory fallback: a webhook is never refused because the counter store is down
 from __future__ import annotations
 
 import hashlib
+import time
+from typing import Any
 
 from flask import Blueprint, Flask, request
-from flask_limiter import Limiter
+from flask_limiter import Limiter, RateLimitExceeded
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from api.errors import error_response
 from storage.settings import Settings
 
 
@@ -48,7 +51,9 @@ def install_limits(
         storage_uri=settings.redis_url or "memory://",
         storage_options=storage_options,  # type: ignore[arg-type]
         strategy="moving-window",
-        headers_enabled=True,  # Retry-After on every 429 comes from here
+        # No X-RateLimit-* headers on every response: each costs a second Redis call per
+        # request (the window's state). A 429 says when to retry (below).
+        headers_enabled=False,
         swallow_errors=True,
         in_memory_fallback_enabled=True,
         key_prefix="auditlog",
@@ -63,4 +68,23 @@ def install_limits(
     )
     for blueprint in api_blueprints:
         api_limit(blueprint)
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many_requests(exception: RateLimitExceeded) -> Any:
+        response = error_response(
+            429, "too_many_requests", exception.description or "too many requests"
+        )
+        response.headers["Retry-After"] = str(retry_after(limiter))
+        return response
+
     return limiter
+
+
+def retry_after(limiter: Limiter) -> int:
+    """Whole seconds until the breached limit's window lets a request through (at least 1)."""
+    breached = limiter.current_limit
+    try:
+        reset_at = breached.reset_at if breached is not None else 0
+    except Exception:  # the counter store went away meanwhile
+        return 1
+    return max(1, int(reset_at - time.time()))

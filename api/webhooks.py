@@ -130,7 +130,9 @@ def receive_webhook(source_id: str) -> Any:
         reject(UnprocessableEntity, "validation_failed", exc.message, exc.details)
     receipts = None
     for _ in range(STORE_ATTEMPTS):
-        with runtime.database.unit_of_work(write=True) as session:
+        # One statement stores the batch (inbox.accept), so it needs no transaction around
+        # it on PostgreSQL: its own commit is the one the 202 waits for.
+        with runtime.database.statement_at_a_time() as session:
             try:
                 receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
             except inbox.SourceDisabled:

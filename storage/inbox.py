@@ -74,7 +74,9 @@ def accept(
 
     A repeated id inside the batch is a duplicate of its first occurrence; an id already
     stored (by an earlier request, or by a concurrent one that committed first) is a
-    duplicate too. Nothing here commits: the request does, once, for the whole batch.
+    duplicate too. Nothing here commits: the request does, once, for the whole batch. On
+    PostgreSQL the batch is stored by one statement, so it is just as atomic in a session
+    whose statements commit as they run (``Database.statement_at_a_time``).
     """
     first_index: dict[str, int] = {}
     for index, item in enumerate(incoming):
