@@ -89,7 +89,7 @@ def accept(
     # On PostgreSQL the INSERT itself checks (no extra round trip); inserting nothing, it
     # asks why.
     if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_unnest(session, source, unique, now)
+        inserted = _insert_recordset(session, source, unique, now)
         if not inserted:
             _refuse_changed(session, source)
     else:
@@ -115,20 +115,20 @@ def _refuse_changed(session: Session, source: SourceRef) -> None:
         raise SourceRotated(source.id)
 
 
-#: PostgreSQL: the whole batch as one INSERT over arrays (13 parameters, whatever its size),
-#: storing nothing for a disabled source.
-UNNEST_INSERT = text(
+#: PostgreSQL: the whole batch as one INSERT over one JSON document (5 parameters, whatever
+#: its size), storing nothing for a disabled source. One document rather than an array per
+#: column: psycopg escapes a text array element by element in Python, which took 0.1 s for
+#: a batch of 1,000 payloads; ``json.dumps`` and the server's parser take a few ms.
+RECORDSET_INSERT = text(
     """
     INSERT INTO notifications (org_id, source_id, external_id, kind, entity_type, entity_id,
                                occurred_at, sequence, payload, status, attempts, received_at,
                                enqueued_at)
     SELECT :org_id, CAST(:source_id AS varchar), t.external_id, t.kind, t.entity_type, t.entity_id,
-           t.occurred_at, t.sequence, t.payload::jsonb, 'queued', 0, :now, :now
-    FROM unnest(CAST(:external_ids AS text[]), CAST(:kinds AS text[]),
-                CAST(:entity_types AS text[]), CAST(:entity_ids AS text[]),
-                CAST(:occurred AS timestamptz[]), CAST(:sequences AS bigint[]),
-                CAST(:payloads AS text[]))
-         AS t(external_id, kind, entity_type, entity_id, occurred_at, sequence, payload)
+           t.occurred_at, t.sequence, t.payload, 'queued', 0, :now, :now
+    FROM json_to_recordset(CAST(:rows AS json))
+         AS t(external_id text, kind text, entity_type text, entity_id text,
+              occurred_at timestamptz, sequence bigint, payload jsonb)
     WHERE NOT EXISTS (SELECT 1 FROM sources AS s
                       WHERE s.id = CAST(:source_id AS varchar)
                         AND (s.disabled_at IS NOT NULL OR s.secret_rotated_at
@@ -139,26 +139,32 @@ UNNEST_INSERT = text(
 )
 
 
-def _insert_unnest(
+def _insert_recordset(
     session: Session, source: SourceRef, unique: Sequence[IncomingNotification], now: datetime
 ) -> dict[str, int]:
-    rows = session.execute(
-        UNNEST_INSERT,
+    rows = [
+        {
+            "external_id": item.external_id,
+            "kind": item.kind,
+            "entity_type": item.entity_type,
+            "entity_id": item.entity_id,
+            "occurred_at": item.occurred_at.isoformat(),
+            "sequence": item.sequence,
+            "payload": item.payload,
+        }
+        for item in unique
+    ]
+    result = session.execute(
+        RECORDSET_INSERT,
         {
             "org_id": source.org_id,
             "source_id": source.id,
             "rotated_at": source.secret_rotated_at,
             "now": now,
-            "external_ids": [item.external_id for item in unique],
-            "kinds": [item.kind for item in unique],
-            "entity_types": [item.entity_type for item in unique],
-            "entity_ids": [item.entity_id for item in unique],
-            "occurred": [item.occurred_at for item in unique],
-            "sequences": [item.sequence for item in unique],
-            "payloads": [json.dumps(item.payload, separators=(",", ":")) for item in unique],
+            "rows": json.dumps(rows, separators=(",", ":")),
         },
     )
-    return {row.external_id: row.pk for row in rows}
+    return {row.external_id: row.pk for row in result}
 
 
 def _insert_many(
