@@ -14,6 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from ingest.fastload import load_valid
 from ingest.schemas import (
     notification_schema,
     nul_free_notification_schema,
@@ -165,6 +166,10 @@ def validate_notifications(
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             errors[str(index)] = {"_schema": ["A notification must be a JSON object."]}
+            continue
+        fast = load_valid(schema, item)
+        if fast is not None:
+            loaded.append(fast)
             continue
         try:
             loaded.append(schema.load(item))
