@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing
+import queue
 import time
 import uuid
 from dataclasses import dataclass
@@ -137,7 +138,14 @@ def post_concurrently(
         process.start()
     time.sleep(0.2)  # every client forked and waiting
     go.set()
-    totals = [results.get() for _ in processes]
+    totals = []
+    while len(totals) < len(processes):
+        try:
+            totals.append(results.get(timeout=5))
+        except queue.Empty:
+            crashed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if crashed:
+                raise RuntimeError(f"batch clients died: exit codes {crashed}") from None
     for process in processes:
         process.join()
     return Concurrent(
@@ -204,8 +212,8 @@ def _paced_sender(
 class PacedWebhooks:
     """Single webhooks at ``rate`` per second for ``seconds`` from ``senders`` processes.
 
-    ``on_accepted(notification_id, occurred_at, accepted_at)`` is called in this process
-    (from a thread) for every 202, as it arrives; ``accepted_at`` is ``time.monotonic``.
+    ``run`` calls ``on_accepted(notification_id, occurred_at, accepted_at)`` for every 202
+    as it arrives (``accepted_at`` is the sender's ``time.monotonic``).
     """
 
     def __init__(
@@ -222,34 +230,31 @@ class PacedWebhooks:
         self.sent = self.failed = self.late = 0
         self._out: Any = multiprocessing.Queue()
         self._on_accepted = on_accepted
-        self.start_at = time.monotonic() + 0.5  # after every sender has forked
+        self._args = (port, f"/v1/webhooks/{source_id}", secret, prefix, rate)
         self.seconds = seconds
-        self._processes = [
-            multiprocessing.Process(
-                target=_paced_sender,
-                args=(
-                    port,
-                    f"/v1/webhooks/{source_id}",
-                    secret,
-                    prefix,
-                    rate,
-                    self.start_at,
-                    seconds,
-                    index,
-                    senders,
-                    self._out,
-                ),
-            )
-            for index in range(senders)
-        ]
+        self.senders = senders
 
     def run(self) -> None:
         """Start the senders and return once every one of them has stopped."""
-        for process in self._processes:
+        start_at = time.monotonic() + 0.5  # after every sender has forked
+        processes = [
+            multiprocessing.Process(
+                target=_paced_sender,
+                args=(*self._args, start_at, self.seconds, index, self.senders, self._out),
+            )
+            for index in range(self.senders)
+        ]
+        for process in processes:
             process.start()
         finished = 0
-        while finished < len(self._processes):
-            notification_id, second, third = self._out.get()
+        while finished < len(processes):
+            try:
+                notification_id, second, third = self._out.get(timeout=5)
+            except queue.Empty:
+                crashed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                if crashed:
+                    raise RuntimeError(f"webhook senders died: exit codes {crashed}") from None
+                continue
             if notification_id is None:
                 finished += 1
                 sent, failed, late = second
@@ -258,5 +263,5 @@ class PacedWebhooks:
                 self.late += late
             else:
                 self._on_accepted(notification_id, second, third)
-        for process in self._processes:
+        for process in processes:
             process.join()
