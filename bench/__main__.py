@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import random
+import signal
 import tempfile
 import threading
 import time
@@ -29,10 +30,27 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql
 
 from bench.data import fill_events
-from bench.load import Target, hammer, person_snapshot, signed_request, timed_get
+from bench.load import (
+    PacedWebhooks,
+    Target,
+    hammer,
+    person_snapshot,
+    post_concurrently,
+    signed_request,
+    timed_get,
+)
 from bench.pages import console_cookie, first_visit
 from bench.sequencing import Lags, LagWatch
-from bench.services import SECRET_KEY, BenchDatabase, Process, celery_worker, gunicorn
+from bench.services import (
+    SECRET_KEY,
+    BenchDatabase,
+    Process,
+    celery_beat,
+    celery_worker,
+    children_of,
+    gunicorn,
+)
+from bench.sightings import Sightings
 from ingest.notifications import validate_notifications
 from ingest.schemas import NotificationSchema
 from storage import accounts, inbox, merkle, tlog
@@ -43,7 +61,7 @@ from storage.migrate import upgrade
 from storage.models import Notification, Organization, Source
 from storage.queries import EventFilter, events_page_statement
 from storage.settings import Settings
-from worker.queue import PROCESS_NOTIFICATIONS, create_celery
+from worker.queue import PROCESS_NOTIFICATIONS, QUEUE, create_celery
 from worker.sequencer import sequence_pending
 
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -201,6 +219,44 @@ class Bench:
                 rate >= 10_000,
             )
         )
+        self.concurrent_batches(port, secret, source_id)
+
+    def concurrent_batches(self, port: int, secret: str, source_id: str) -> None:
+        """Four client processes, each with its own connection, sending signed batches of
+        1000 one after another; every body is built and signed before the clock starts, and
+        the clients' own CPU is measured, so that the figure is the service's. The baseline
+        is the same four clients sending the same bodies to a route that reads and drops them.
+        """
+        clients, per_client = 4, max(2, self.n(10))
+        self.say(f"{clients} clients × {per_client} batches of 1000, then the same to a drain")
+        shares: list[list[tuple[bytes, dict[str, str]]]] = []
+        for c in range(clients):
+            share = []
+            for b in range(per_client):
+                payloads = [
+                    person_snapshot(f"c{c}-{b}-{i}", f"cp-{c}-{b}-{i}", i) for i in range(1000)
+                ]
+                body = json.dumps({"notifications": payloads}).encode()
+                share.append((body, signed_request(secret, body)))
+            shares.append(share)
+        sent = post_concurrently(port, f"/v1/webhooks/{source_id}", shares)
+        if sent.failed:
+            raise RuntimeError(f"{sent.failed} of the concurrent batches were not accepted")
+        rate = sent.accepted * 1000 / sent.seconds
+        drained = post_concurrently(port, "/bench/drain", shares)
+        baseline = drained.accepted * 1000 / drained.seconds
+        cores = sent.client_cpu_seconds / sent.seconds
+        self.rows.append(
+            Row(
+                f"the same, {clients} concurrent clients (processes, a connection each, bodies"
+                " signed beforehand)",
+                f"{rate:,.0f}/s (the clients used {cores:.1%} of one core in all)",
+                f"the same bodies to a route that reads and drops them: {baseline:,.0f}/s",
+                f"{rate / baseline:.2f}×",
+                "≥ 20,000/s",
+                rate >= 20_000,
+            )
+        )
 
     def worker_env(self, sequencer: bool = True) -> dict[str, str]:
         """The environment of a worker that runs beat (the sequencer's backstop pass).
@@ -296,8 +352,8 @@ class Bench:
                 f"{tenth_rate:,.0f}/s",
                 f"bare Celery no-op tasks: {noop_rate:,.0f}/s",
                 f"{tenth_rate / noop_rate:.2f}×",
-                "≥ 5,000/s",
-                tenth_rate >= 5_000,
+                "≥ 6,000/s",
+                tenth_rate >= 6_000,
             )
         )
         self.rows.append(
@@ -306,8 +362,8 @@ class Bench:
                 f"{every_rate:,.0f}/s",
                 f"raw executemany of the same event rows: {raw_rate:,.0f} notifications/s",
                 f"{every_rate / raw_rate:.2f}×",
-                "≥ 2,000/s",
-                every_rate >= 2_000,
+                "≥ 3,000/s",
+                every_rate >= 3_000,
             )
         )
         ratio = tenth_rate / off_rate
@@ -793,7 +849,28 @@ class Bench:
         rate = rows / figures["seconds"]
 
         self.say(f"export: COPY of the same query (the tree of {size:,})")
-        statement = events_page_statement("postgresql", org_id, EventFilter(), None, max_seq=size)
+        copied, seconds = self.copy_csv(org_id, size)
+        baseline = copied / seconds
+        if copied != rows:
+            raise RuntimeError(f"the COPY baseline read {copied:,} rows, the export {rows:,}")
+        ratio = rate / baseline
+        self.rows.append(
+            Row(
+                f"export rows/s for {rows:,} rows, already sequenced (peak RSS of the"
+                " exporting process)",
+                f"{rate:,.0f} rows/s ({figures['peak_mb']:.0f} MB)",
+                f"COPY (same query, seq ≤ tree size) TO STDOUT: {baseline:,.0f} rows/s",
+                f"{ratio:.2f}×",
+                "≥ 0.6 × baseline; ≤ 150 MB",
+                ratio >= 0.6 and figures["peak_mb"] <= 150,
+            )
+        )
+
+    def copy_csv(self, org_id: str, tree_size: int) -> tuple[int, float]:
+        """``COPY`` of an export's query (seq ≤ the tree size) to CSV: rows and seconds."""
+        statement = events_page_statement(
+            "postgresql", org_id, EventFilter(), None, max_seq=tree_size
+        )
         compiled = statement.compile(
             dialect=postgresql.psycopg.dialect(), compile_kwargs={"literal_binds": True}
         )
@@ -805,117 +882,338 @@ class Bench:
             with cursor.copy(f"COPY ({compiled}) TO STDOUT WITH CSV") as copy:
                 for _ in copy:
                     copied += 1
-            baseline = copied / (time.perf_counter() - started)
+            return copied, time.perf_counter() - started
         finally:
             raw.close()
-        if copied != rows:
-            raise RuntimeError(f"the COPY baseline read {copied:,} rows, the export {rows:,}")
-        ratio = rate / baseline
+
+    def drop_queued_messages(self) -> None:
+        """Empty the broker's queue: earlier figures' messages are not the next one's work."""
+        redis.Redis.from_url(self.redis_url).delete(QUEUE)
+
+    def oldest_transaction(self) -> float:
+        """Seconds the oldest transaction holding an xid on the PostgreSQL cluster (any
+        database) has run: the sequencer numbers nothing past it (``pg_snapshot_xmin``),
+        and a build waits for the sequencer to pass its request."""
+        with self.database.engine.connect() as connection:
+            age = connection.execute(
+                text(
+                    "SELECT extract(epoch FROM max(now() - xact_start)) FROM pg_stat_activity"
+                    " WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        return float(age or 0)
+
+    def export30k(self, port: int) -> None:
+        """Exports of 30,000 rows as a user makes them: ``POST /v1/exports`` with an API key,
+        then ``GET /v1/exports/<id>`` every 10 ms until it says ``succeeded``, a real Celery
+        worker building it. The events were sequenced (with a checkpoint) beforehand, as
+        in production, where the sequencer numbers events as they commit.
+        """
+        rows, runs = 30_000, max(3, self.n(7))
+        org_id, api_key, _, _ = self.tenant("export of 30,000", org_id="org_export30k")
+        self.say(f"export30k: generating and sequencing {rows:,} events of one organisation")
+        with self.database.engine.begin() as connection:
+            fill_events(connection, rows, org_id=org_id)
+        self.sequence_in_process(rows)
+        self.sign_checkpoints([org_id])
+        self.drop_queued_messages()
+        worker = celery_worker("worker.main", self.env, 2, self.folder / "worker-export30k.log")
+        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        totals: list[float] = []
+        builds: list[float] = []
+        size, held = 0, 0.0
+        self.say(f"export30k: {runs} exports through the API")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for _run in range(runs):
+                held = max(held, self.oldest_transaction())
+                started = time.perf_counter()
+                connection.request("POST", "/v1/exports", body=b"{}", headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"POST /v1/exports: {response.status} {body[:300]!r}")
+                export_id = json.loads(body)["id"]
+                while True:
+                    _, status, body = timed_get(connection, f"/v1/exports/{export_id}", headers)
+                    document = json.loads(body)
+                    if status == 200 and document["status"] == "succeeded":
+                        totals.append(time.perf_counter() - started)
+                        break
+                    if status != 200 or document["status"] in ("failed", "expired"):
+                        raise RuntimeError(f"export {export_id}: {status} {document}")
+                    if time.perf_counter() - started > 120:
+                        raise RuntimeError(f"export {export_id} not built in 120 s: {document}")
+                    time.sleep(0.01)
+                if document["rows_written"] != rows:
+                    raise RuntimeError(f"export {export_id}: {document['rows_written']} rows")
+                size = document["tree_size"]
+                builds.append(
+                    (
+                        datetime.fromisoformat(document["finished_at"])
+                        - datetime.fromisoformat(document["started_at"])
+                    ).total_seconds()
+                )
+                self.say(f"export30k: {totals[-1]:.2f} s, the build {builds[-1]:.2f} s")
+            connection.close()
+        finally:
+            worker.stop()
+        copies = []
+        for _run in range(runs):
+            copied, seconds = self.copy_csv(org_id, size)
+            if copied != rows:
+                raise RuntimeError(f"the COPY baseline read {copied:,} rows, the export {rows:,}")
+            copies.append(seconds)
+        p50, worst = percentile(totals, 50), max(totals)
         self.rows.append(
             Row(
-                f"export rows/s for {rows:,} rows, already sequenced (peak RSS of the"
-                " exporting process)",
-                f"{rate:,.0f} rows/s ({figures['peak_mb']:.0f} MB)",
-                f"COPY (same query, seq ≤ tree size) TO STDOUT: {baseline:,.0f} rows/s",
-                f"{ratio:.2f}×",
-                "≥ 0.5 × baseline; ≤ 200 MB",
-                ratio >= 0.5 and figures["peak_mb"] <= 200,
+                f"export of {rows:,} rows through the API, POST /v1/exports → GET says"
+                f" succeeded (polled every 10 ms), a real worker, {runs} runs: p50 / max",
+                f"{p50:.2f} / {worst:.2f} s (the build task's own started → finished:"
+                f" {percentile(builds, 50):.2f} / {max(builds):.2f} s; the oldest transaction"
+                f" open on the cluster as they were requested: {held:.1f} s)",
+                f"COPY of the same {rows:,} rows TO STDOUT: {percentile(copies, 50):.3f} s (p50)",
+                f"{p50 / percentile(copies, 50):.1f}× (p50)",
+                "≤ 0.5 s, every run",
+                worst <= 0.5,
             )
         )
 
     def visibility(self, port: int) -> None:
+        """Webhook 202 → visible at 1,000 webhooks/s, then at the rate the service sustained.
+
+        Single webhooks on a paced schedule from several sender processes (one client
+        cannot sign and send 1,000 a second); a late sender sends at once and the run stops
+        on time, so the rate actually accepted is what the row reports next to the latency.
+        """
         seconds = max(6.0, 60 * self.scale)
-        rate = 200
-        org_id, api_key, source_id, secret = self.tenant("latency")
-        worker = celery_worker("worker.main", self.env, 2, self.folder / "worker-latency.log")
+        self.drop_queued_messages()
+        target = 1000
+        accepted = self.visible_at(port, "v", target, seconds, 8)
+        # Four fifths of what was accepted, so that the second run does not queue at the door.
+        sustained = max(10, int(0.8 * accepted / 10) * 10)
+        if accepted < 0.98 * target:
+            self.visible_at(port, "s", sustained, seconds, 8, of=accepted)
+
+    def visible_at(
+        self, port: int, prefix: str, rate: int, seconds: float, senders: int, of: float = 0
+    ) -> float:
+        """One run of the visibility figure and its row; the webhooks/s accepted."""
+        org_id, api_key, source_id, secret = self.tenant(f"latency {prefix}")
+        worker = celery_worker(
+            "worker.main", self.env, 2, self.folder / f"worker-latency-{prefix}.log"
+        )
+        sightings = Sightings(port, api_key).start()
         accepted: dict[str, float] = {}
-        sent_at: dict[str, datetime] = {}
-        seen: dict[str, float] = {}
-        done = threading.Event()
 
-        def poll() -> None:
-            # Each notification occurs when it is sent, so everything not yet seen lies after
-            # the oldest unseen one's moment: read that window, all of it, following cursors.
-            give_up = None
-            headers = {"Authorization": f"Bearer {api_key}"}
-            while not done.is_set() or len(seen) < len(accepted):
-                if done.is_set():
-                    give_up = give_up or time.perf_counter() + 30
-                    if time.perf_counter() > give_up:
-                        return
-                unseen = [sent_at[i] for i in list(accepted) if i not in seen]
-                if not unseen:
-                    time.sleep(0.02)
-                    continue
-                since = (min(unseen) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                path = f"/v1/events?limit=500&since={since}"
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                try:
-                    for _page in range(20):
-                        connection.request("GET", path, headers=headers)
-                        page = json.loads(connection.getresponse().read())
-                        now = time.perf_counter()
-                        for event in page["events"]:
-                            seen.setdefault(event["notification_id"], now)
-                        if not page["next_cursor"]:
-                            break
-                        path = f"/v1/events?limit=500&since={since}&cursor={page['next_cursor']}"
-                except (OSError, http.client.HTTPException, KeyError, ValueError):
-                    pass  # a dropped connection: ask again
-                finally:
-                    connection.close()
-                time.sleep(0.02)
+        def on_accepted(notification_id: str, occurred_at: datetime, at: float) -> None:
+            accepted[notification_id] = at
+            sightings.expect(notification_id, occurred_at)
 
-        self.say(f"visibility: {rate} notifications/s for {seconds:.0f}s")
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
+        self.say(f"visibility: {rate} webhooks/s scheduled for {seconds:.0f}s, {senders} senders")
+        load = PacedWebhooks(
+            port, source_id, secret, prefix, rate, seconds, senders, on_accepted=on_accepted
+        )
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            started = time.perf_counter()
-            for index in range(int(seconds * rate)):
-                wait = started + index / rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                notification_id = f"v{index}"
-                moment = datetime.now(UTC)
-                sent_at[notification_id] = moment
-                payload = person_snapshot(notification_id, f"vp{index}")
-                payload["occurred_at"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                body = json.dumps(payload).encode()
-                for _attempt in range(3):
-                    try:
-                        connection.request(
-                            "POST",
-                            f"/v1/webhooks/{source_id}",
-                            body=body,
-                            headers=signed_request(secret, body),
-                        )
-                        response = connection.getresponse()
-                        response.read()
-                        break
-                    except (OSError, http.client.HTTPException):
-                        connection.close()  # reconnects on the next request
-                else:
-                    continue
-                if response.status == 202:
-                    accepted[notification_id] = time.perf_counter()
-            done.set()
-            poller.join(timeout=60)
+            load.run()
+            sightings.wait_all(timeout=30)
         finally:
+            sightings.stop()
             worker.stop()
-        latencies = sorted((seen[i] - t) * 1000 for i, t in accepted.items() if i in seen)
+        latencies = sorted(
+            (sightings.seen[i] - t) * 1000 for i, t in accepted.items() if i in sightings.seen
+        )
         missing = len(accepted) - len(latencies)
         p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        per_second = len(accepted) / seconds
+        achieved = (
+            f"accepted {per_second:,.0f}/s of {rate:,}/s scheduled ({len(accepted):,} in"
+            f" {seconds:.0f}s; {load.failed} refused or failed, {load.late:,} sent late)"
+        )
+        if of:
+            figure = (
+                f"the same at the rate sustained, {rate:,}/s (four fifths of the {of:,.0f}/s"
+                " accepted above): p50 / p95"
+            )
+            target, met = "— (p95 ≤ 250 ms is the target at 1,000/s)", None
+        else:
+            figure = f"webhook 202 → visible in GET /v1/events, {rate:,} webhooks/s: p50 / p95"
+            target = "p95 ≤ 250 ms at 1,000 accepted/s"
+            met = p95 <= 250 and missing == 0 and per_second >= 0.98 * rate
         self.rows.append(
             Row(
-                f"webhook 202 → visible in GET /v1/events, {rate}/s for {seconds:.0f}s: p50 / p95",
-                f"{p50:.0f} / {p95:.0f} ms ({missing} never seen)",
+                figure,
+                f"{p50:.0f} / {p95:.0f} ms ({missing} never seen); {achieved}",
                 "—",
                 "—",
-                "p95 ≤ 1 s",
-                p95 <= 1000 and missing == 0,
+                target,
+                met,
             )
         )
+        return per_second
+
+    #: Operational tuning a deployment may set; the recovery figure runs without any of it.
+    TUNING = (
+        "REQUEUE_AFTER_SECONDS",
+        "SWEEP_INTERVAL_SECONDS",
+        "MAX_ATTEMPTS",
+        "BEAT_LOCK_SECONDS",
+        "SEQUENCER",
+    )
+
+    def recovery(self, port: int) -> None:
+        """kill -9 of a worker's pool process, then of its main process, under load; the
+        worker restarted at once (as a supervisor would); seconds from the last kill until
+        every accepted notification's events show in ``GET /v1/events``.
+
+        Worker and beat run as in the Procfile (beat a process of its own) with the default
+        settings. The load is batches of 1000 through the webhook, as a sync sends them,
+        posted while the worker runs. The baseline is the same load in another organisation
+        without kills: first webhook → everything visible (B). The kills come at moments
+        that do not depend on the work (a quarter and half of B after the first webhook),
+        so that they land wherever the tasks are: in a transaction, or in the sequencing
+        pass after its commit. Where they land decides what is lost, so the killed run is
+        repeated and the worst run is the figure.
+        """
+        total = max(6, self.n(20)) * 1000
+        repeats = max(2, self.n(3))
+        env = {k: v for k, v in self.env.items() if k not in self.TUNING}
+        # Earlier figures leave notifications queued whose messages they dropped; beat's
+        # sweep (default settings here) would publish them again in the middle of the load.
+        self.drop_queued_messages()
+        with self.database.engine.begin() as connection:
+            left = connection.execute(
+                text("DELETE FROM notifications WHERE status = 'queued'")
+            ).rowcount
+        self.say(f"recovery: {left:,} notifications left queued by earlier figures deleted")
+        beat = celery_beat("worker.main", env, self.folder / "beat-recovery.log")
+        try:
+            baseline = self.recovery_run(port, "base", env, total, None)
+            if baseline["visible"] is None:
+                raise RuntimeError("recovery: the load without kills was not all visible")
+            runs = [
+                self.recovery_run(port, f"kill{r}", env, total, baseline["visible"])
+                for r in range(repeats)
+            ]
+        finally:
+            beat.stop()
+        timeout = runs[0]["timeout"]
+
+        def shown(run: dict[str, Any]) -> str:
+            if run["visible"] is None:
+                return f"> {timeout:.0f} s ({run['unseen']:,} never seen)"
+            return f"{run['visible']:.1f} s"
+
+        def each(key: str, form: str) -> str:
+            return ", ".join(format(run[key], form) for run in runs)
+
+        slowest = max(runs, key=lambda run: run["visible"] or float("inf"))
+        worst = slowest["visible"] or float("inf")
+        value = (
+            f"worst of {repeats}: {shown(slowest)} (each: {', '.join(map(shown, runs))};"
+            f" SQL count processed: {each('sql', '.1f')} s; the restarted worker ready at"
+            f" {each('ready', '.1f')} s; not yet processed at the kill: {each('left', ',')}"
+            f" of {total:,})"
+        )
+        self.rows.append(
+            Row(
+                f"after kill -9 of a pool process, then of the main process, of a worker (2"
+                f" processes, default settings, beat apart) under a load of {total:,}"
+                " notifications in webhooks of 1000: last kill → all visible in GET /v1/events",
+                value,
+                f"the same load without kills, first webhook → all visible:"
+                f" {baseline['visible']:.1f} s",
+                f"{worst / baseline['visible']:.1f}× (worst)" if slowest["visible"] else "—",
+                "≤ 5 s",
+                worst <= 5,
+            )
+        )
+
+    def recovery_run(
+        self, port: int, name: str, env: dict[str, str], total: int, kill_within: float | None
+    ) -> dict[str, Any]:
+        """One load; with ``kill_within``, a pool process is killed a quarter of it after
+        the first webhook, the main process half of it after, and the worker restarted."""
+        org_id, api_key, source_id, secret = self.tenant(f"recovery {name}")
+        log = self.folder / f"worker-recovery-{name}.log"
+        sightings = Sightings(port, api_key, pause=0.1).start()
+        batches: list[tuple[list[tuple[str, datetime]], bytes, dict[str, str]]] = []
+        base = datetime.now(UTC)
+        for b in range(total // 1000):
+            ids = []
+            payloads = []
+            for i in range(1000):
+                notification_id = f"{name}-{b}-{i}"
+                moment = base + timedelta(milliseconds=b * 1000 + i)
+                payload = person_snapshot(notification_id, f"{name}p-{b}-{i}")
+                payload["occurred_at"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                payloads.append(payload)
+                ids.append((notification_id, moment))
+            body = json.dumps({"notifications": payloads}).encode()
+            batches.append((ids, body, signed_request(secret, body)))
+        failures: list[str] = []
+
+        def send() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for ids, body, headers in batches:
+                connection.request("POST", f"/v1/webhooks/{source_id}", body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 202:
+                    failures.append(f"{response.status}")
+                    continue
+                for notification_id, moment in ids:
+                    sightings.expect(notification_id, moment)
+
+        def sleep_until(moment: float) -> None:
+            time.sleep(max(0.0, moment - time.monotonic()))
+
+        worker = celery_worker("worker.main", env, 2, log)
+        sender = threading.Thread(target=send, daemon=True)
+        result: dict[str, Any] = {"ready": 0.0, "left": 0, "timeout": 300.0}
+        try:
+            self.say(f"recovery {name}: {total:,} notifications in webhooks of 1000")
+            started = time.monotonic()
+            sender.start()
+            if kill_within is not None:
+                sleep_until(started + kill_within / 4)
+                pool = children_of(worker.process.pid)
+                if not pool:
+                    raise RuntimeError(f"recovery: the worker {worker.process.pid} has no pool")
+                os.kill(pool[0], signal.SIGKILL)
+                at_child = self.processed(org_id)
+                sleep_until(started + kill_within / 2)
+                os.kill(worker.process.pid, signal.SIGKILL)
+                started = time.monotonic()
+                result["left"] = total - self.processed(org_id)
+                self.say(
+                    f"recovery {name}: killed pool process {pool[0]} at {at_child:,} processed,"
+                    f" the main process at {total - result['left']:,}; restarting"
+                )
+                worker.stop()  # reaps it (its pool died with it: PR_SET_PDEATHSIG)
+                worker = celery_worker("worker.main", env, 2, log.with_suffix(".restarted.log"))
+                result["ready"] = time.monotonic() - started
+            sender.join()
+            if failures:
+                raise RuntimeError(f"recovery {name}: webhooks refused: {failures[:5]}")
+            deadline = started + result["timeout"]
+            while self.processed(org_id) < total and time.monotonic() < deadline:
+                time.sleep(0.05)
+            result["processed"] = self.processed(org_id)
+            result["sql"] = time.monotonic() - started
+            if sightings.wait_all(timeout=max(1.0, deadline - time.monotonic())):
+                result["visible"] = sightings.last_seen() - started
+            else:
+                result["visible"] = None
+                result["unseen"] = sightings.unseen()
+        finally:
+            sightings.stop()
+            worker.stop()
+        self.say(
+            f"recovery {name}: visible after {result['visible'] or '> timeout'} s"
+            f" (SQL {result['sql']:.1f} s, {result['processed']:,} processed)"
+        )
+        return result
 
 
 def percentile(values: list[float], p: int) -> float:
@@ -957,7 +1255,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     parser.add_argument(
         "--only",
-        default="ingest,processing,reads,export,visibility",
+        default="ingest,processing,reads,export,export30k,visibility,recovery",
         help="comma-separated figures to run (default: all)",
     )
     args = parser.parse_args()
@@ -991,8 +1289,12 @@ def main() -> None:
                 bench.reads(port)
             if "export" in only:
                 bench.export()
+            if "export30k" in only:
+                bench.export30k(port)
             if "visibility" in only:
                 bench.visibility(port)
+            if "recovery" in only:
+                bench.recovery(port)
         finally:
             if web is not None:
                 web.stop()

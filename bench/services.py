@@ -151,3 +151,28 @@ def celery_worker(
     )
     process.wait_for_text(" ready.")
     return process
+
+
+def celery_beat(app: str, env: dict[str, str], log: Path) -> Process:
+    """Beat in a process of its own, as the Procfile runs it; returned once it holds the
+    schedule lock and so sends the periodic tasks."""
+    process = Process([str(BIN / "celery"), "-A", app, "beat", "--loglevel", "INFO"], env, log)
+    process.wait_for_text("holding the schedule lock")
+    return process
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a Celery worker's pool), from ``/proc``."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return sorted(children)
