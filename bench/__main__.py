@@ -1107,25 +1107,34 @@ class Bench:
         def each(key: str, form: str) -> str:
             return ", ".join(format(run[key], form) for run in runs)
 
-        slowest = max(runs, key=lambda run: run["visible"] or float("inf"))
-        worst = slowest["visible"] or float("inf")
+        # What the kills cost: how much later than without them everything was visible.
+        # (Seconds from the last kill alone would count the work still to do, which the
+        # load without kills does too.)
+        for run in runs:
+            run["late"] = run["whole"] - baseline["visible"] if run["visible"] else None
+        slowest = max(runs, key=lambda run: run["late"] if run["late"] is not None else 1e9)
+        late = slowest["late"] if slowest["late"] is not None else float("inf")
+        lates = ", ".join("—" if r["late"] is None else f"{r['late']:.1f}" for r in runs)
         value = (
-            f"worst of {repeats}: {shown(slowest)} (each: {', '.join(map(shown, runs))};"
-            f" SQL count processed: {each('sql', '.1f')} s; the restarted worker ready at"
-            f" {each('ready', '.1f')} s; not yet processed at the kill: {each('left', ',')}"
-            f" of {total:,})"
+            f"worst of {repeats}: {late:.1f} s later than without kills (each: {lates} s);"
+            f" last kill → all visible: {', '.join(map(shown, runs))}; SQL count processed:"
+            f" {each('sql', '.1f')} s; the restarted worker ready at {each('ready', '.1f')} s;"
+            f" not yet processed at the kill: {each('left', ',')} of {total:,}"
         )
         self.rows.append(
             Row(
                 f"after kill -9 of a pool process, then of the main process, of a worker (2"
                 f" processes, default settings, beat apart) under a load of {total:,}"
-                " notifications in webhooks of 1000: last kill → all visible in GET /v1/events",
+                " notifications in webhooks of 1000: how much later all are visible in"
+                " GET /v1/events than without the kills",
                 value,
                 f"the same load without kills, first webhook → all visible:"
                 f" {baseline['visible']:.1f} s",
-                f"{worst / baseline['visible']:.1f}× (worst)" if slowest["visible"] else "—",
+                f"{(baseline['visible'] + late) / baseline['visible']:.1f}× (worst)"
+                if slowest["late"] is not None
+                else "—",
                 "≤ 5 s",
-                worst <= 5,
+                late <= 5,
             )
         )
 
@@ -1173,7 +1182,7 @@ class Bench:
         result: dict[str, Any] = {"ready": 0.0, "left": 0, "timeout": 300.0}
         try:
             self.say(f"recovery {name}: {total:,} notifications in webhooks of 1000")
-            started = time.monotonic()
+            started = first = time.monotonic()
             sender.start()
             if kill_within is not None:
                 sleep_until(started + kill_within / 4)
@@ -1203,6 +1212,7 @@ class Bench:
             result["sql"] = time.monotonic() - started
             if sightings.wait_all(timeout=max(1.0, deadline - time.monotonic())):
                 result["visible"] = sightings.last_seen() - started
+                result["whole"] = sightings.last_seen() - first
             else:
                 result["visible"] = None
                 result["unseen"] = sightings.unseen()
