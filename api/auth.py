@@ -50,7 +50,7 @@ def require_api_key() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         reject(Unauthorized, "unauthorized", "send Authorization: Bearer <api key>")
     database = services().database
-    with database.unit_of_work() as session:
+    with database.statement_at_a_time() as session:
         key = accounts.identify_key(session, token.strip())
     if key is None:
         reject(Unauthorized, "unauthorized", "the API key is unknown or revoked")

@@ -74,7 +74,7 @@ def page_of_events(
     scope = flt.to_json()
     after = cursors.decode(args["cursor"], org, scope) if "cursor" in args else None
     limit = args["limit"]
-    with runtime.database.unit_of_work() as session:
+    with runtime.database.statement_at_a_time() as session:  # one SELECT
         rows = queries.events_page(session, org, flt, limit + 1, after)
     next_cursor = None
     if len(rows) > limit:

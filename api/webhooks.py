@@ -132,7 +132,7 @@ def receive_webhook(source_id: str) -> Any:
     for _ in range(STORE_ATTEMPTS):
         # One statement stores the batch (inbox.accept), so it needs no transaction around
         # it on PostgreSQL: its own commit is the one the 202 waits for.
-        with runtime.database.statement_at_a_time() as session:
+        with runtime.database.statement_at_a_time(write=True) as session:
             try:
                 receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
             except inbox.SourceDisabled:
