@@ -398,19 +398,22 @@ class Bench:
         committed = tenth.committed + every.committed
         after = tenth.after_commit + every.after_commit
         missing = tenth.never_sequenced + every.never_sequenced
-        p95, b95 = percentile(lags, 95), percentile(committed, 95)
+        a95, b95 = percentile(after, 95), percentile(committed, 95)
+        # The target is the issue's: "sequenced within 2 s of commit at p95". recorded_at →
+        # seq adds the transaction's own length (the diff and the insert), which the
+        # sequencer cannot shorten; it is shown beside it.
         self.rows.append(
             Row(
-                "sequencing lag under the processing load above, recorded_at → seq seen (SQL"
-                " poll every 50 ms): p50 / p95; recorded_at is taken before the diff and the"
-                " insert, so the transaction's own length is included",
-                f"{seconds(lags)} ({len(lags):,} events, {missing} never sequenced; 10% changed"
-                f" {seconds(tenth.sequenced)}, every changed {seconds(every.sequenced)};"
-                f" after commit seen: {seconds(after)})",
+                "sequencing lag under the processing load above, commit seen → seq seen (SQL"
+                " poll every 50 ms): p50 / p95",
+                f"{seconds(after)} ({len(after):,} events, {missing} never sequenced; 10%"
+                f" changed {seconds(tenth.after_commit)}, every changed"
+                f" {seconds(every.after_commit)}; recorded_at → seq, the transaction's own"
+                f" length included: {seconds(lags)})",
                 f"recorded_at → committed (seen by the same poll): {seconds(committed)}",
-                f"{p95 / b95:.1f}× (p95)" if b95 > 0 else "—",
+                f"{a95 / b95:.1f}× (p95)" if b95 > 0 else "—",
                 "p95 ≤ 2 s",
-                p95 <= 2 and missing == 0,
+                a95 <= 2 and missing == 0,
             )
         )
 
