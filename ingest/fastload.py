@@ -38,7 +38,7 @@ def _reference(value: Any, types: Any) -> dict[str, str] | None:
     if (
         type(value) is not dict
         or len(value) != 2
-        or value.get("type") not in types
+        or not _one_of(value.get("type"), types)
         or not _identifier(value.get("id"))
     ):
         return None
@@ -49,20 +49,25 @@ def _optional_text(value: Any, longest: int) -> bool:
     return value is None or (type(value) is str and len(value) <= longest)
 
 
+def _one_of(value: Any, choices: Any) -> bool:
+    return type(value) is str and value in choices
+
+
 def _actor(value: Any) -> dict[str, Any] | None:
     if type(value) is not dict or not value.keys() <= {"type", "id", "name", "email"}:
         return None
-    if value.get("type") not in ACTOR_TYPES or not _identifier(value.get("id")):
+    if not _one_of(value.get("type"), ACTOR_TYPES) or not _identifier(value.get("id")):
         return None
     if not _optional_text(value.get("name"), 200) or not _optional_text(value.get("email"), 320):
         return None
-    return dict(value)
+    # In the schema's order of fields, as marshmallow returns it.
+    return {name: value[name] for name in ("type", "id", "name", "email") if name in value}
 
 
 def _action(value: Any) -> dict[str, Any] | None:
     if type(value) is not dict or not value.keys() <= {"type", "details"}:
         return None
-    if type(value.get("type")) is not str or value["type"] not in ACTIONS:
+    if not _one_of(value.get("type"), ACTIONS):
         return None
     details = value.get("details", {})
     if type(details) is not dict:
@@ -79,7 +84,7 @@ def load_valid(schema: NotificationSchema, item: dict[str, Any]) -> dict[str, An
         if not _identifier(item["id"]):
             return None
         data["id"] = item["id"]
-    if item.get("kind") not in KINDS:
+    if not _one_of(item.get("kind"), KINDS):
         return None
     data["kind"] = item["kind"]
     entity = _reference(item.get("entity"), ENTITY_TYPES)
@@ -103,7 +108,7 @@ def load_valid(schema: NotificationSchema, item: dict[str, Any]) -> dict[str, An
         return None
     data["sequence"] = sequence
     origin = item.get("origin", "api")
-    if origin not in ORIGINS:
+    if not _one_of(origin, ORIGINS):
         return None
     data["origin"] = origin
     if "actor" in item:

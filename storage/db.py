@@ -114,7 +114,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     # A server that is down must fail a request fast (503), not hang it.
     engine = create_engine(url, connect_args={"connect_timeout": 5}, **kwargs)
-    _configure_postgresql(engine)
+    if engine.dialect.driver == "psycopg":
+        _configure_postgresql(engine)
+    else:
+        _ping_when_idle(engine)
     return engine
 
 

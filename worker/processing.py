@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -99,7 +100,39 @@ def lock_overdue(session: Session, before: datetime, limit: int) -> list[Any]:
     )
 
 
+#: The PostgreSQL advisory lock that lets one catch-up pass run at a time.
+CATCH_UP_LOCK = int.from_bytes(b"catch-up", "big") & 0x7FFFFFFFFFFFFFFF
+
+
+@contextmanager
+def _one_pass_at_a_time(database: Database) -> Iterator[bool]:
+    """Whether this pass may run: on PostgreSQL a session lock on a connection in
+    autocommit (no transaction held open, so the sequencer's horizon does not stall), for
+    the whole pass including its one-by-one retries; elsewhere writers queue anyway."""
+    if database.dialect != "postgresql":
+        yield True
+        return
+    with database.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as guard:
+        key = {"key": CATCH_UP_LOCK}
+        if not guard.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            guard.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+
+
 def catch_up_overdue(
+    database: Database, max_attempts: int, now: datetime, overdue_after: timedelta
+) -> Outcome:
+    with _one_pass_at_a_time(database) as mine:
+        if not mine:
+            return Outcome()  # another worker's pass is at it: the next second's will do
+        return _catch_up_overdue(database, max_attempts, now, overdue_after)
+
+
+def _catch_up_overdue(
     database: Database, max_attempts: int, now: datetime, overdue_after: timedelta
 ) -> Outcome:
     """Process notifications whose message is overdue, without waiting for it.
@@ -110,7 +143,9 @@ def catch_up_overdue(
     such notifications are recorded seconds after the loss instead. A message that was
     merely slow finds its notifications processed and does nothing: this is the same
     locking as ``lock_waiting``. Notifications that already failed once keep to their own
-    message, which charges their failure to them.
+    message, which charges their failure to them; one that fails here is charged once and
+    left to its message or the sweeper (this pass does not retry it). One pass runs at a
+    time, so two cannot charge the same failure twice.
     """
     with database.unit_of_work(write=True) as session:
         batch = lock_overdue(session, now - overdue_after, CATCH_UP)

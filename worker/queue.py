@@ -76,6 +76,11 @@ class PublishingChannel(redis_transport.Channel):
             self._publishing_client = super()._create_client()
         return self._publishing_client
 
+    def _disconnect_pools(self) -> None:
+        # kombu drops its pools after a fork or on close; the client built on them goes too.
+        self._publishing_client = None
+        super()._disconnect_pools()
+
 
 class PublishingTransport(redis_transport.Transport):
     Channel = PublishingChannel

@@ -143,8 +143,10 @@ def record_notifications(session: Session, notifications: Sequence[Any], now: da
         (row.id, Sender(row.id, row.name))
         for row in session.execute(select(Source.id, Source.name).where(Source.id.in_(source_ids)))
     )
-    for org_id, batch in by_org.items():
-        _record_org_batch(session, org_id, batch, senders, now)
+    # In a fixed order: a batch holding several organisations (the sweeper's, the catch-up
+    # pass's) locks their records in the same order as any other such batch.
+    for org_id in sorted(by_org):
+        _record_org_batch(session, org_id, by_org[org_id], senders, now)
     session.execute(
         update(Notification)
         .where(Notification.pk.in_([notification.pk for notification in notifications]))

@@ -83,12 +83,17 @@ def register(app: Celery) -> None:
     def catch_up_overdue() -> dict[str, int]:
         """Record notifications whose message is overdue (its worker died holding it)."""
         settings = app.auditlog_settings
-        outcome = processing.catch_up_overdue(
-            database_for(app),
-            settings.max_attempts,
-            datetime.now(UTC),
-            timedelta(seconds=OVERDUE_AFTER_SECONDS),
-        )
+        try:
+            outcome = processing.catch_up_overdue(
+                database_for(app),
+                settings.max_attempts,
+                datetime.now(UTC),
+                timedelta(seconds=OVERDUE_AFTER_SECONDS),
+            )
+        except TRANSIENT_ERRORS:
+            # The database is away: the next second's pass tries again.
+            log.warning("the catch-up pass could not reach the database", exc_info=True)
+            return {"processed": 0, "failed": 0}
         # Their events get a seq from beat's sequence-log pass, due within the second.
         return {"processed": outcome.processed, "failed": outcome.failed}
 

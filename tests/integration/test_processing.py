@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from api.app import create_app
 from storage import inbox
+from storage.db import Database
 from storage.models import Notification
-from tests.factories import make_tenant, notification, post_signed
+from tests.factories import (
+    RecordingPublisher,
+    make_settings,
+    make_tenant,
+    notification,
+    post_signed,
+)
 from worker import processing
 
 
@@ -142,6 +150,34 @@ class TestCatchUpOfOverdueNotifications:
         # Having failed once, it is left to its own message (and the sweeper).
         again = processing.catch_up_overdue(database, 2, datetime.now(UTC), timedelta(seconds=2))
         assert (again.processed, again.failed) == (0, 0)
+
+
+@pytest.mark.postgres
+class TestOneCatchUpPassAtATime:
+    def test_a_pass_finding_another_at_work_leaves_it_alone(self, postgres_url, tmp_path):
+        settings = make_settings(tmp_path / "var", database_url=postgres_url)
+        database = Database(postgres_url)
+        tenant = make_tenant(database, settings)
+        publisher = RecordingPublisher()
+        client = create_app(settings, database=database, publish=publisher).test_client()
+        post_signed(client, tenant, notification())
+        TestCatchUpOfOverdueNotifications().overdue(database, publisher.messages[0], 10)
+        later = datetime.now(UTC)
+        other = database.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            key = {"key": processing.CATCH_UP_LOCK}
+            assert other.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
+            busy = processing.catch_up_overdue(database, 5, later, timedelta(seconds=2))
+            assert busy.processed == 0
+            other.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+            done = processing.catch_up_overdue(database, 5, later, timedelta(seconds=2))
+            assert done.processed == 1
+            # The pass gave its lock back.
+            assert other.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
+            other.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        finally:
+            other.close()
+            database.engine.dispose()
 
 
 class TestSweeper:

@@ -187,8 +187,20 @@ def marshmallow_load(schema: Any, item: dict[str, Any]) -> dict[str, Any] | None
 def test_the_fast_load_agrees_with_marshmallow(item: dict[str, Any]) -> None:
     for schema in (notification_schema, nul_free_notification_schema):
         expected = marshmallow_load(schema, item)
-        fast = load_valid(schema, copy.deepcopy(item))
+        given_item = copy.deepcopy(item)
+        fast = load_valid(schema, given_item)
         assert fast == expected
+        assert given_item == item  # the input is left as it came
+        # The same keys in the same order, and values of the same types, all the way down.
+        assert shape(fast) == shape(expected)
+
+
+def shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [(key, shape(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value)
 
 
 def test_the_notifications_of_the_tests_take_the_fast_path() -> None:
