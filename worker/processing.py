@@ -169,13 +169,7 @@ def _catch_up_overdue(
             )
             return Outcome(processed=len(batch))
     # One of them is at fault: each alone, so that the failure is charged to it only.
-    outcome = Outcome()
-    for pk in pks:
-        single = process_notifications(database, [pk], max_attempts, catch_up=False)
-        outcome.processed += single.processed
-        outcome.failed += single.failed
-        outcome.to_retry.extend(single.to_retry)
-    return outcome
+    return one_by_one(database, pks, max_attempts)
 
 
 def process_notifications(
@@ -221,7 +215,12 @@ def process_notifications(
         if len(pks) == 1:
             return _record_failure(database, pks[0], max_attempts, outcome, exc)
         log.warning("batch of %d failed; processing one by one", len(pks), exc_info=True)
+    return one_by_one(database, pks, max_attempts)
 
+
+def one_by_one(database: Database, pks: Sequence[int], max_attempts: int) -> Outcome:
+    """Each notification in a transaction of its own: a failure is charged to its cause."""
+    outcome = Outcome()
     for pk in pks:
         single = process_notifications(database, [pk], max_attempts, catch_up=False)
         outcome.processed += single.processed

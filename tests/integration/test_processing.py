@@ -32,6 +32,18 @@ def rows(database):
         return session.execute(select(*columns).order_by(Notification.pk)).all()
 
 
+def poison(monkeypatch, poisoned: int) -> None:
+    """Make recording fail for any batch that holds the notification ``poisoned``."""
+    real = processing.record_notifications
+
+    def record(session, notifications, now):
+        if any(n.pk == poisoned for n in notifications):
+            raise ValueError("cannot diff this one")
+        return real(session, notifications, now)
+
+    monkeypatch.setattr(processing, "record_notifications", record)
+
+
 class TestProcessing:
     def test_a_batch_is_processed_in_one_go_and_redelivery_does_nothing(
         self, client, tenant, database, publisher
@@ -48,14 +60,7 @@ class TestProcessing:
         post_signed(client, tenant, {"notifications": [notification() for _ in range(3)]})
         [message] = publisher.messages
         poisoned = message[1]
-        real = processing.record_notifications
-
-        def record(session, notifications, now):
-            if any(n.pk == poisoned for n in notifications):
-                raise ValueError("cannot diff this one")
-            return real(session, notifications, now)
-
-        monkeypatch.setattr(processing, "record_notifications", record)
+        poison(monkeypatch, poisoned)
         first = processing.process_notifications(database, message, max_attempts=2)
         assert (first.processed, first.failed, first.to_retry) == (2, 0, [poisoned])
         second = processing.process_notifications(database, first.to_retry, max_attempts=2)
@@ -81,14 +86,7 @@ class TestFailuresAreChargedToTheirCause:
         post_signed(client, tenant, notification())
         post_signed(client, tenant, notification())
         [innocent], [poisoned] = publisher.messages
-        real = processing.record_notifications
-
-        def record(session, notifications, now):
-            if any(n.pk == poisoned for n in notifications):
-                raise ValueError("cannot diff this one")
-            return real(session, notifications, now)
-
-        monkeypatch.setattr(processing, "record_notifications", record)
+        poison(monkeypatch, poisoned)
         outcome = processing.process_notifications(database, [innocent], max_attempts=1)
         assert (outcome.processed, outcome.failed, outcome.to_retry) == (1, 0, [])
         by_pk = {row.pk: row for row in rows(database)}
@@ -134,14 +132,7 @@ class TestCatchUpOfOverdueNotifications:
         [message] = publisher.messages
         poisoned = message[1]
         self.overdue(database, message, 10)
-        real = processing.record_notifications
-
-        def record(session, notifications, now):
-            if any(n.pk == poisoned for n in notifications):
-                raise ValueError("cannot diff this one")
-            return real(session, notifications, now)
-
-        monkeypatch.setattr(processing, "record_notifications", record)
+        poison(monkeypatch, poisoned)
         outcome = processing.catch_up_overdue(database, 2, datetime.now(UTC), timedelta(seconds=2))
         assert (outcome.processed, outcome.failed, outcome.to_retry) == (2, 0, [poisoned])
         by_pk = {row.pk: row for row in rows(database)}
