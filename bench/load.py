@@ -56,6 +56,16 @@ def timed_get(
     return (time.perf_counter() - started) * 1000, response.status, body
 
 
+def accepted(
+    connection: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
+) -> bool:
+    """POST one body; whether it was taken (202, or the empty route's 204)."""
+    connection.request("POST", path, body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status in (202, 204)
+
+
 def _client(target: Target, seconds: float, worker: int, results: Any) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
     ok = failed = 0
@@ -69,10 +79,7 @@ def _client(target: Target, seconds: float, worker: int, results: Any) -> None:
             headers = signed_request(target.secret, body)
         else:
             body, headers = b"", {}
-        connection.request("POST", target.path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status in (202, 204):
+        if accepted(connection, target.path, body, headers):
             ok += 1
         else:
             failed += 1
@@ -105,10 +112,7 @@ def _poster(
     started, cpu = time.monotonic(), time.process_time()
     ok = failed = 0
     for body, headers in requests:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status in (202, 204):
+        if accepted(connection, path, body, headers):
             ok += 1
         else:
             failed += 1

@@ -94,14 +94,12 @@ def _decode_json(data: str | bytes) -> Any:
     return _JSON.decode(data if isinstance(data, str) else data.decode("utf-8"))
 
 
-def _configure_postgresql(engine: Engine) -> None:
+def _decode_json_with_psycopg(engine: Engine) -> None:
     from psycopg.types.json import set_json_loads
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         set_json_loads(_decode_json, dbapi_connection)
-
-    _ping_when_idle(engine)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -114,10 +112,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     # A server that is down must fail a request fast (503), not hang it.
     engine = create_engine(url, connect_args={"connect_timeout": 5}, **kwargs)
+    _ping_when_idle(engine)
     if engine.dialect.driver == "psycopg":
-        _configure_postgresql(engine)
-    else:
-        _ping_when_idle(engine)
+        _decode_json_with_psycopg(engine)
     return engine
 
 
@@ -135,16 +132,14 @@ class Database:
         # PostgreSQL: each statement is its own transaction, with no BEGIN and COMMIT (or
         # ROLLBACK) round trips around it. SQLite keeps its own sessions: a writer's BEGIN
         # IMMEDIATE queues it for the lock.
-        self._statement_sessions: dict[bool, sessionmaker[Session]] = {
-            False: self._sessions,
-            True: self._write_sessions,
-        }
         if self.dialect == "postgresql":
             autocommit = sessionmaker(
                 bind=self.engine.execution_options(isolation_level="AUTOCOMMIT"),
                 expire_on_commit=False,
             )
             self._statement_sessions = {False: autocommit, True: autocommit}
+        else:
+            self._statement_sessions = {False: self._sessions, True: self._write_sessions}
 
     def session(self, write: bool = False) -> Session:
         return (self._write_sessions if write else self._sessions)()

@@ -82,12 +82,12 @@ def lock_waiting(session: Session, org_ids: set[str], mine: set[int], limit: int
     return [row for row in rows if row.pk not in mine][:limit]
 
 
-def lock_overdue(session: Session, before: datetime, limit: int) -> list[Any]:
+def overdue(session: Session, before: datetime, limit: int) -> list[int]:
     """Queued notifications published before ``before`` that no worker holds, oldest first."""
     table = Notification.__table__
     return list(
-        session.execute(
-            select(table)
+        session.scalars(
+            select(table.c.pk)
             .where(
                 table.c.status == QUEUED,
                 table.c.attempts == 0,
@@ -140,36 +140,21 @@ def _catch_up_overdue(
     A message is lost for a while when the process that held it dies: Redis gives an
     unacknowledged message back only after the visibility timeout (an hour), and the
     sweeper republishes after ``REQUEUE_AFTER_SECONDS``. Beat runs this every second, so
-    such notifications are recorded seconds after the loss instead. A message that was
-    merely slow finds its notifications processed and does nothing: this is the same
-    locking as ``lock_waiting``. Notifications that already failed once keep to their own
-    message, which charges their failure to them; one that fails here is charged once and
-    left to its message or the sweeper (this pass does not retry it). One pass runs at a
-    time, so two cannot charge the same failure twice.
+    such notifications are recorded seconds after the loss instead. They are processed as a
+    redelivered message is (``process_notifications``): locked again, those processed
+    meanwhile left out, a failing batch tried one notification at a time. A message that
+    was merely slow then finds its notifications processed and does nothing. Notifications
+    that already failed once keep to their own message, which charges their failure to
+    them; one that fails here is charged once and left to its message or the sweeper (this
+    pass does not retry it). One pass runs at a time, so two cannot charge the same failure
+    twice.
     """
     with database.unit_of_work(write=True) as session:
-        batch = lock_overdue(session, now - overdue_after, CATCH_UP)
-        if not batch:
-            return Outcome()
-        batch.sort(key=lambda row: (row.occurred_at, row.sequence, row.pk))
-        pks = [row.pk for row in batch]
-        try:
-            record_notifications(session, batch, now)
-            session.commit()
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
-            session.rollback()
-            log.warning("catching up %d overdue notifications failed", len(pks), exc_info=True)
-        else:
-            log.info(
-                "caught up %d overdue notifications",
-                len(batch),
-                extra={"notifications": pks, "request_ids": request_ids_of(batch)},
-            )
-            return Outcome(processed=len(batch))
-    # One of them is at fault: each alone, so that the failure is charged to it only.
-    return one_by_one(database, pks, max_attempts)
+        pks = overdue(session, now - overdue_after, CATCH_UP)
+    if not pks:
+        return Outcome()
+    log.info("catching up %d overdue notifications", len(pks))
+    return process_notifications(database, pks, max_attempts, catch_up=False)
 
 
 def process_notifications(
