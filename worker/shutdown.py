@@ -36,12 +36,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
+import uuid
 from types import FrameType
 from typing import Any
 
 from celery import signals
 from celery.platforms import EX_OK
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +56,38 @@ WAIT_SLICE_SECONDS = 0.25
 EXIT_GRACE_SECONDS = 0.1
 
 
+class FilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, writing each message whole before a consumer can see it.
+
+    kombu creates a message's file under its final name and then writes into it; a
+    consumer listing the folder meanwhile moves the file away and reads it empty, and the
+    worker dies of the JSON error ("Unrecoverable error: JSONDecodeError"). With beat
+    sending two tasks every second that took the embedded default's worker down within a
+    minute. Here the message is written under a name no consumer takes, then renamed to
+    its final name, which is atomic within a folder.
+    """
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
 class FilesystemTransport(filesystem.Transport):
-    """kombu's filesystem transport, answering a wait within ``WAIT_SLICE_SECONDS``.
+    """kombu's filesystem transport, answering a wait within ``WAIT_SLICE_SECONDS``, its
+    messages written whole (``FilesystemChannel``).
 
     A wait that times out early is one the caller repeats (Celery's loop treats a timeout
     as "nothing yet"); a wait without a timeout is left as it is.
     """
+
+    Channel = FilesystemChannel
 
     def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:
         if timeout is not None:
