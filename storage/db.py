@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,25 +102,6 @@ def _decode_json_with_psycopg(engine: Engine) -> None:
         set_json_loads(_decode_json, dbapi_connection)
 
 
-#: Every statement is planned for its own parameters. psycopg prepares a statement on the
-#: server from its fifth run, and PostgreSQL then settles on a generic plan when its
-#: estimate looks no worse: over tables not yet analysed, the worker's lock of a batch's
-#: 1,000 records by ``entity_id IN (…)`` became an index scan on (org, type) filtering every
-#: row against the list, 0.5 s instead of 7 ms, three quarters of a batch's time; and one
-#: plan for every organisation is wrong for a log whose tenants differ by orders of
-#: magnitude. Planning each run costs far less than one such plan.
-PLAN_CACHE_MODE = "force_custom_plan"
-
-
-def _postgresql_connect_args(parsed: URL) -> dict[str, Any]:
-    options = f"-c plan_cache_mode={PLAN_CACHE_MODE}"
-    given = parsed.query.get("options")
-    if given:  # the URL's own ?options=…, kept (psycopg takes one options string)
-        options = f"{given if isinstance(given, str) else ' '.join(given)} {options}"
-    # A server that is down must fail a request fast (503), not hang it.
-    return {"connect_timeout": 5, "options": options}
-
-
 def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -129,7 +110,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    engine = create_engine(url, connect_args=_postgresql_connect_args(parsed), **kwargs)
+    # A server that is down must fail a request fast (503), not hang it.
+    engine = create_engine(url, connect_args={"connect_timeout": 5}, **kwargs)
     _ping_when_idle(engine)
     if engine.dialect.driver == "psycopg":
         _decode_json_with_psycopg(engine)
