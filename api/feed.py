@@ -23,7 +23,7 @@ from api.context import org_id, services
 from api.errors import reject
 from api.rest import Blueprint, event_links
 from api.schemas import EventSchema, NoQueryArgsSchema
-from storage import merkle, queries, tlog
+from storage import queries, tlog
 
 blp = Blueprint("feed", __name__, url_prefix="/v1", description="Feed and verifiable log")
 keys_blp = Blueprint("log_keys", __name__, url_prefix="/v1", description="Log signing keys")
@@ -173,8 +173,7 @@ def inclusion_proof(args: dict[str, Any]) -> Any:
     with services().database.unit_of_work() as session:
         latest = _latest(session)
         _within(args["tree_size"], latest, "tree_size")
-        reader = tlog.NodeCache(session, org_id())
-        proof = merkle.inclusion_proof(args["seq"] - 1, args["tree_size"], reader)
+        proof = tlog.inclusion_proof(session, org_id(), args["seq"] - 1, args["tree_size"])
     return jsonify(
         leaf_index=args["seq"] - 1, tree_size=args["tree_size"], hashes=[b64(h) for h in proof]
     )
@@ -190,8 +189,7 @@ def consistency_proof(args: dict[str, Any]) -> Any:
     with services().database.unit_of_work() as session:
         latest = _latest(session)
         _within(args["second"], latest, "second")
-        reader = tlog.NodeCache(session, org_id())
-        proof = merkle.consistency_proof(args["first"], args["second"], reader)
+        proof = tlog.consistency_proof(session, org_id(), args["first"], args["second"])
     return jsonify(first=args["first"], second=args["second"], hashes=[b64(h) for h in proof])
 
 

@@ -189,6 +189,13 @@ def _unique_nodes(ranges: Sequence[tuple[int, int]]) -> list[NodeId]:
     return list(seen)
 
 
+def root_nodes(size: int) -> list[NodeId]:
+    """The nodes ``root(size, …)`` reads: the complete subtrees covering the first ``size``
+    leaves, which are also the left siblings ``appended_nodes(size, …)`` reads."""
+    _check_range(0, size)
+    return _range_nodes(0, size)
+
+
 def inclusion_nodes(index: int, size: int) -> list[NodeId]:
     """The nodes ``inclusion_proof(index, size, …)`` reads, each once (to fetch in bulk)."""
     return _unique_nodes(_inclusion_ranges(index, size))

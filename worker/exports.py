@@ -662,8 +662,7 @@ def _proved(session: Any, org_id: str, size: int, batch: list[tuple[int, int]]) 
     wanted: set[tuple[int, int]] = set()
     for _, seq in batch:
         wanted.update(merkle.inclusion_nodes(seq - 1, size))
-    reader = tlog.NodeCache(session, org_id)
-    reader.prefetch(sorted(wanted))
+    reader = tlog.reader_of(session, org_id, sorted(wanted))
     items = []
     for line, seq in batch:
         proof = [_b64(h) for h in merkle.inclusion_proof(seq - 1, size, reader)]

@@ -115,7 +115,9 @@ def _grow(session: Session, org_id: str, rows: list[Any], now: datetime) -> int:
         digest = merkle.leaf_hash(event_leaf(event_document(row, seq=seq)))
         placed.append((seq, row.id, digest))
         hashes.append(digest)
-    reader = tlog.NodeCache(session, org_id)
+    # The old tree's right edge: the left siblings the new leaves complete, and with the
+    # nodes they create all the new root needs.
+    reader = tlog.reader_of(session, org_id, merkle.root_nodes(size))
     created = merkle.appended_nodes(size, hashes, reader)
     reader.remember(created)
     tlog.save_leaves(session, org_id, placed)

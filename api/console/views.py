@@ -407,7 +407,7 @@ def inclusion_of(document: dict[str, Any]) -> dict[str, Any] | None:
         checkpoint = tlog.latest_checkpoint(db, org)
         if checkpoint is None or checkpoint.tree_size < seq:
             return None
-        hashes = merkle.inclusion_proof(seq - 1, checkpoint.tree_size, tlog.NodeCache(db, org))
+        hashes = tlog.inclusion_proof(db, org, seq - 1, checkpoint.tree_size)
     leaf = merkle.leaf_hash(event_leaf(document))
     return {
         "checkpoint": checkpoint,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from storage import merkle, notes, tlog
@@ -242,3 +245,83 @@ class TestFoundInReview:
             session.commit()
         with database.unit_of_work() as session:
             assert 0 < sequencer.horizon(session)
+
+
+class TestNodeReads:
+    """A proof or a root costs one query of ``log_nodes``, whatever the tree's size: read one
+    node at a time, a proof in a tree of 100,000 was two dozen round trips."""
+
+    @pytest.fixture
+    def sequenced(self, client, tenant, database, settings):
+        """A tree of 100 leaves (depth 7) with checkpoints at 60 and 100."""
+        for count in (60, 40):
+            record_now(
+                client, tenant, database, {"notifications": [notification() for _ in range(count)]}
+            )
+            sequencer.sequence_pending(database, settings)
+            with database.unit_of_work(write=True) as session:
+                sequencer.sign_due_checkpoints(session, settings, datetime.now(UTC), every=_zero())
+                session.commit()
+        return follow(client, tenant)
+
+    @staticmethod
+    @contextmanager
+    def node_queries(database):
+        seen: list[str] = []
+
+        def note(conn, cursor, statement, parameters, context, executemany):
+            if "log_nodes" in statement and statement.lstrip().upper().startswith("SELECT"):
+                seen.append(statement)
+
+        sa_event.listen(database.engine, "before_cursor_execute", note)
+        try:
+            yield seen
+        finally:
+            sa_event.remove(database.engine, "before_cursor_execute", note)
+
+    def test_each_proof_endpoint_reads_its_nodes_in_one_query(
+        self, client, tenant, database, sequenced
+    ):
+        assert len(sequenced) == 100
+        paths = [f"/v1/log/proof/inclusion?seq={seq}&tree_size=100" for seq in (1, 37, 61, 100)]
+        paths += ["/v1/log/proof/consistency?first=60&second=100"]
+        for path in paths:
+            with self.node_queries(database) as seen:
+                response = client.get(path, headers=auth(tenant))
+            assert response.status_code == 200, response.get_json()
+            assert response.get_json()["hashes"], path
+            assert len(seen) == 1, (path, seen)
+
+    def test_the_console_event_page_reads_its_proof_in_one_query(
+        self, client, tenant, database, sequenced
+    ):
+        path = urlsplit(
+            client.post("/v1/console-sessions", json={}, headers=auth(tenant)).get_json()["url"]
+        ).path
+        assert client.get(path).status_code == 303
+        with self.node_queries(database) as seen:
+            page = client.get(f"/console/events/{sequenced[36]['id']}")
+        assert page.status_code == 200
+        assert b"Verified in checkpoint" in page.data
+        assert len(seen) == 1, seen
+
+    def test_a_sequencer_pass_and_a_signing_read_nodes_once_each(
+        self, client, tenant, database, settings, sequenced
+    ):
+        record_now(client, tenant, database, {"notifications": [notification() for _ in range(9)]})
+        with self.node_queries(database) as seen:
+            with database.unit_of_work(write=True) as session:
+                outcome = sequencer.sequence_events(session, datetime.now(UTC))
+                session.commit()
+        assert outcome.grown == {tenant.org_id: 109}
+        assert len(seen) == 1, seen
+        with self.node_queries(database) as seen:
+            with database.unit_of_work(write=True) as session:
+                tlog.sign_checkpoint(session, settings, tenant.org_id, 109, datetime.now(UTC))
+                session.commit()
+        assert len(seen) == 1, seen
+        delivered = follow(client, tenant)
+        hashes = [merkle.leaf_hash(event_leaf(e)) for e in delivered]
+        with database.unit_of_work() as session:
+            tree = tlog.tree_of(session, tenant.org_id)
+        assert bytes(tree.root_hash) == merkle.root(109, lambda lv, ix: _naive(hashes, lv, ix))
