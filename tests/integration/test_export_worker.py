@@ -144,3 +144,25 @@ class TestEmbeddedDefaults:
             "origin": verified["origin"],
         }
         assert verified["origin"] == f"{settings.log_origin}/{tenant.org_id}"
+
+
+@pytest.mark.postgres
+def test_the_copy_export_labels_every_catalog_type_as_the_catalog_does(postgres_url):
+    """The COPY renderer looks labels up in SQL; the API and the Python renderer use
+    ``label_of``. Every code, and one the catalog does not hold (no label, as before)."""
+    from storage.catalog import EVENT_TYPES, label_of
+    from storage.queries import _labels
+
+    codes = [t.code for t in EVENT_TYPES] + ["person.not_in_the_catalog"]
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                f"SELECT e.type, {_labels()} FROM unnest(%(codes)s::text[]) AS e(type)",
+                {"codes": codes},
+            ).all()
+    finally:
+        engine.dispose()
+    found = dict(rows)
+    assert found.pop("person.not_in_the_catalog") is None
+    assert found == {code: label_of(code) for code in codes[:-1]}
