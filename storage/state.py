@@ -45,14 +45,19 @@ def _by_type(keys: Iterable[EntityKey]) -> dict[str, list[str]]:
 
 
 def _select_entities(
-    session: Session, org_id: str, keys: Iterable[EntityKey], lock: str | None
+    session: Session,
+    org_id: str,
+    keys: Iterable[EntityKey],
+    lock: str | None,
+    columns: Sequence[Any] = (entities,),
 ) -> list[Row[Any]]:
-    """Rows of ``keys`` in (type, id) order; ``lock`` is None, "update" or "share"."""
+    """Rows of ``keys`` in (type, id) order; ``lock`` is None, "update" or "share";
+    ``columns`` what to read of them (every column unless given)."""
     found: list[Row[Any]] = []
     for entity_type, ids in _by_type(keys).items():
         for chunk in _chunks(ids):
             statement = (
-                select(entities)
+                select(*columns)
                 .where(
                     entities.c.org_id == org_id,
                     entities.c.entity_type == entity_type,
@@ -79,7 +84,9 @@ def lock_entities(
     """
     exclusive = set(exclusive)
     keys = exclusive | set(shared)
-    existing = {(r.entity_type, r.entity_id) for r in _select_entities(session, org_id, keys, None)}
+    # Which exist: their keys only, the rows are read (and decoded) once, locked, below.
+    key_columns = (entities.c.entity_type, entities.c.entity_id)
+    existing = {tuple(r) for r in _select_entities(session, org_id, keys, None, key_columns)}
     insert = dialect_insert(session)
     for chunk in _chunks(sorted(keys - existing)):
         session.execute(
