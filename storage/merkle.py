@@ -191,7 +191,8 @@ def _unique_nodes(ranges: Sequence[tuple[int, int]]) -> list[NodeId]:
 
 def root_nodes(size: int) -> list[NodeId]:
     """The nodes ``root(size, …)`` reads: the complete subtrees covering the first ``size``
-    leaves, which are also the left siblings ``appended_nodes(size, …)`` reads."""
+    leaves. They hold every old left sibling ``appended_nodes(size, …)`` may read, and
+    with the nodes it creates, all that the new root reads."""
     _check_range(0, size)
     return _range_nodes(0, size)
 

@@ -233,18 +233,16 @@ def sign_checkpoint(
     if existing is not None:
         return existing
     previous = latest_checkpoint(session, org_id)
-    wanted = merkle.root_nodes(size)
-    if previous is not None and previous.tree_size > 0:
-        first, second = sorted((previous.tree_size, size))
-        wanted += merkle.consistency_nodes(first, second)
+    # Checked against the latest checkpoint, the smaller of the two sizes first.
+    pair = sorted((previous.tree_size, size)) if previous and previous.tree_size > 0 else None
+    wanted = merkle.root_nodes(size) + (merkle.consistency_nodes(*pair) if pair else [])
     reader = reader_of(session, org_id, wanted)  # the root and the proof: one query
     root = merkle.root(size, reader)
-    if previous is not None and previous.tree_size > 0:
+    if previous is not None and pair is not None and pair[0] != pair[1]:
+        first, second = pair
         roots = {previous.tree_size: previous.root_hash, size: root}
         proof = merkle.consistency_proof(first, second, reader)
-        if first != second and not merkle.verify_consistency(
-            first, second, roots[first], roots[second], proof
-        ):
+        if not merkle.verify_consistency(first, second, roots[first], roots[second], proof):
             raise ValueError(
                 f"{org_id}: the tree of size {size} is not consistent with checkpoint "
                 f"{previous.tree_size}; refusing to sign"

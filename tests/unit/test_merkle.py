@@ -556,6 +556,23 @@ class TestNodeReads:
             self.check(counter.reads, old_size, old_size.bit_count())
             assert not {(lv, ix) for lv, ix, _ in created} & set(counter.reads)
 
+    def test_the_old_roots_nodes_cover_what_appending_and_the_new_root_read(self):
+        for old_size in [0, 1, 2, 5, 6, 8, 1000, 2**20 - 1, 2**20, 2**40 + 12345]:
+            for added in (1, 2, 3, 37):
+                counter = self.Counter()
+                created = merkle.appended_nodes(old_size, [GOOD_HASH] * added, counter)
+                made = {(lv, ix) for lv, ix, _ in created}
+                merkle.root(
+                    old_size + added,
+                    lambda lv, ix, made=made, old=counter: (
+                        GOOD_HASH if (lv, ix) in made else old(lv, ix)
+                    ),
+                )
+                assert set(counter.reads) <= set(merkle.root_nodes(old_size))
+            counter = self.Counter()
+            merkle.root(old_size, counter)
+            assert sorted(counter.reads) == sorted(merkle.root_nodes(old_size))
+
 
 class TestAgainstTheRfcDefinitions:
     def test_every_consistency_proof_up_to_64_leaves_is_rfc_subproof(self):
