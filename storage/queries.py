@@ -139,11 +139,16 @@ def _base(org_id: str, flt: EventFilter, dialect: str) -> tuple[Select[Any], Any
         statement = statement.where(events.c.type.in_(sorted(flt.types)))
     if flt.network is not None:
         statement = statement.where(_in_network(flt.network, dialect))
+    return _in_window(statement, flt, time_column), time_column, id_column
+
+
+def _in_window(statement: Select[Any], flt: EventFilter, time_column: Any) -> Select[Any]:
+    """``statement`` kept to the filter's ``since``/``until`` on ``time_column``."""
     if flt.since is not None:
         statement = statement.where(time_column >= flt.since)
     if flt.until is not None:
         statement = statement.where(time_column < flt.until)
-    return statement, time_column, id_column
+    return statement
 
 
 def _in_network(network: Network, dialect: str) -> Any:
@@ -202,13 +207,13 @@ def _network_page(
     the page's own rows are read.
     """
     assert flt.network is not None
-    keys = select(events.c.occurred_at, events.c.id).where(
-        events.c.org_id == org_id, _in_network(flt.network, "postgresql")
+    keys = _in_window(
+        select(events.c.occurred_at, events.c.id).where(
+            events.c.org_id == org_id, _in_network(flt.network, "postgresql")
+        ),
+        flt,
+        events.c.occurred_at,
     )
-    if flt.since is not None:
-        keys = keys.where(events.c.occurred_at >= flt.since)
-    if flt.until is not None:
-        keys = keys.where(events.c.occurred_at < flt.until)
     if after is not None:
         keys = keys.where(tuple_(events.c.occurred_at, events.c.id) < tuple_(*after))
     page = (
