@@ -130,26 +130,21 @@ def receive_webhook(source_id: str) -> Any:
         reject(UnprocessableEntity, "validation_failed", exc.message, exc.details)
     receipts = None
     for _ in range(STORE_ATTEMPTS):
-        # One statement stores the batch (inbox.accept), so it needs no transaction around
-        # it on PostgreSQL: its own commit is the one the 202 waits for.
-        with runtime.database.statement_at_a_time(write=True) as session:
+        try:
+            # Committed here: the 202 below reports a stored batch.
+            receipts = inbox.accept(runtime.database, source, incoming, datetime.now(UTC))
+        except inbox.SourceDisabled:
+            source_disabled()
+        except inbox.SourceRotated:
+            # The secret this request was checked against may be the replaced one: read
+            # the source again and check the signature with what holds now.
+            source = usable_source(runtime, source_id, cached=False)
             try:
-                receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
-            except inbox.SourceDisabled:
-                session.rollback()
-                source_disabled()
-            except inbox.SourceRotated:
-                # The secret this request was checked against may be the replaced one:
-                # read the source again and check the signature with what holds now.
-                session.rollback()
-                source = usable_source(runtime, source_id, cached=False)
-                try:
-                    verify_with_any_secret(source, body, signed)
-                except SignatureRejected as exc:
-                    reject(Unauthorized, "invalid_signature", str(exc))
-                continue
-            session.commit()
-            break
+                verify_with_any_secret(source, body, signed)
+            except SignatureRejected as exc:
+                reject(Unauthorized, "invalid_signature", str(exc))
+            continue
+        break
     if receipts is None:  # rotated again and again while this request was being stored
         reject(ServiceUnavailable, "source_changing", "the source is being changed; retry")
 

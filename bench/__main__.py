@@ -161,9 +161,7 @@ class Bench:
         for start in range(0, len(payloads), per_message):
             chunk = payloads[start : start + per_message]
             incoming = validate_notifications({"notifications": chunk}, f"w{start}")
-            with self.database.unit_of_work(write=True) as session:
-                receipts = inbox.accept(session, source, incoming, datetime.now(UTC))
-                session.commit()
+            receipts = inbox.accept(self.database, source, incoming, datetime.now(UTC))
             messages.append([r.pk for r in receipts if r.pk is not None])
         return messages
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -168,6 +168,38 @@ class Database:
             yield session
         finally:
             session.close()
+
+    @contextmanager
+    def driver_autocommit(self) -> Iterator[Any]:
+        """PostgreSQL: a pooled psycopg connection in autocommit, for the one hot statement
+        that stands alone (the webhook's INSERT into the inbox).
+
+        A Session and a Connection around one statement cost about a millisecond of Python
+        per request, as much as the statement's own round trip and commit. This keeps what
+        they give that matters here: the pool (with its idle ping), a dead connection
+        thrown away rather than pooled again, and SQLAlchemy's exception classes, so that a
+        server that is down is still ``OperationalError`` (a 503) to the caller.
+        """
+        if self.dialect != "postgresql":
+            raise RuntimeError("driver_autocommit is for PostgreSQL only")
+        pooled = self.engine.raw_connection()  # a server that is down raises here, wrapped
+        driver: Any = pooled.driver_connection  # a psycopg Connection
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            driver.autocommit = True
+            yield driver
+        except dbapi_error as exc:
+            gone = self.engine.dialect.is_disconnect(exc, driver, None)
+            if gone:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                None, None, exc, dbapi_error, connection_invalidated=gone
+            ) from exc
+        finally:
+            # Back in the pool as SQLAlchemy expects it: a connection that opens transactions.
+            if not (driver.closed or driver.broken):
+                driver.autocommit = False
+            pooled.close()
 
     def dispose(self) -> None:
         """Drop pooled connections; called in each worker process after fork."""

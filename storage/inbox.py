@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.db import Database
 from storage.models import Event, Notification, Source
 
 QUEUED, PROCESSED, FAILED = "queued", "processed", "failed"
@@ -68,15 +69,20 @@ class SourceRotated(Exception):
 
 
 def accept(
-    session: Session, source: SourceRef, incoming: Sequence[IncomingNotification], now: datetime
+    database: Database,
+    source: SourceRef,
+    incoming: Sequence[IncomingNotification],
+    now: datetime,
 ) -> list[Receipt]:
-    """Store the new notifications of a batch; report each one as queued or duplicate.
+    """Store and commit the new notifications of a batch; report each one as queued or
+    duplicate. The one function here that commits: the store is a transaction of its own,
+    committed before the 202 (or 200) that reports it.
 
     A repeated id inside the batch is a duplicate of its first occurrence; an id already
     stored (by an earlier request, or by a concurrent one that committed first) is a
-    duplicate too. Nothing here commits: the request does, once, for the whole batch. On
-    PostgreSQL the batch is stored by one statement, so it is just as atomic in a session
-    whose statements commit as they run (``Database.statement_at_a_time``).
+    duplicate too. On PostgreSQL the batch is one statement in autocommit, so it is atomic
+    with no BEGIN or COMMIT round trip, sent straight through the driver
+    (``Database.driver_autocommit``); on SQLite it is one write transaction.
     """
     first_index: dict[str, int] = {}
     for index, item in enumerate(incoming):
@@ -88,13 +94,26 @@ def accept(
     # was rotated meanwhile stores nothing signed with what may be the replaced secret.
     # On PostgreSQL the INSERT itself checks (no extra round trip); inserting nothing, it
     # asks why.
-    if session.get_bind().dialect.name == "postgresql":
-        inserted = _insert_recordset(session, source, unique, now)
-        if not inserted:
-            _refuse_changed(session, source)
+    if database.dialect == "postgresql":
+        with database.driver_autocommit() as connection:
+            inserted = _insert_recordset(connection, source, unique, now)
+            if not inserted:
+                _refuse_changed(
+                    connection.execute(SOURCE_STATE, {"source_id": source.id}).fetchone(),
+                    source,
+                )
     else:
-        _refuse_changed(session, source)
-        inserted = _insert_many(session, source, unique, now)
+        with database.unit_of_work(write=True) as session:
+            _refuse_changed(
+                session.execute(
+                    select(Source.disabled_at, Source.secret_rotated_at).where(
+                        Source.id == source.id
+                    )
+                ).first(),
+                source,
+            )
+            inserted = _insert_many(session, source, unique, now)
+            session.commit()
 
     receipts = []
     for index, item in enumerate(incoming):
@@ -103,44 +122,44 @@ def accept(
     return receipts
 
 
-def _refuse_changed(session: Session, source: SourceRef) -> None:
-    row = session.execute(
-        select(Source.disabled_at, Source.secret_rotated_at).where(Source.id == source.id)
-    ).first()
-    if row is None:
+def _refuse_changed(state: Any, source: SourceRef) -> None:
+    """``state`` is the source's row (``disabled_at``, ``secret_rotated_at``), or None."""
+    if state is None:
         return
-    if row.disabled_at is not None:
+    disabled_at, rotated_at = state
+    if disabled_at is not None:
         raise SourceDisabled(source.id)
-    if row.secret_rotated_at != source.secret_rotated_at:
+    if rotated_at != source.secret_rotated_at:
         raise SourceRotated(source.id)
 
 
-#: PostgreSQL: the whole batch as one INSERT over one JSON document (5 parameters, whatever
-#: its size), storing nothing for a disabled source. One document rather than an array per
-#: column: psycopg escapes a text array element by element in Python, which took 0.1 s for
-#: a batch of 1,000 payloads; ``json.dumps`` and the server's parser take a few ms.
-RECORDSET_INSERT = text(
-    """
+#: PostgreSQL, in psycopg's parameter style: the whole batch as one INSERT over one JSON
+#: document (5 parameters, whatever its size), storing nothing for a disabled source. One
+#: document rather than an array per column: psycopg escapes a text array element by
+#: element in Python, which took 0.1 s for a batch of 1,000 payloads; ``json.dumps`` and
+#: the server's parser take a few ms.
+RECORDSET_INSERT = """
     INSERT INTO notifications (org_id, source_id, external_id, kind, entity_type, entity_id,
                                occurred_at, sequence, payload, status, attempts, received_at,
                                enqueued_at)
-    SELECT :org_id, CAST(:source_id AS varchar), t.external_id, t.kind, t.entity_type, t.entity_id,
-           t.occurred_at, t.sequence, t.payload, 'queued', 0, :now, :now
-    FROM json_to_recordset(CAST(:rows AS json))
+    SELECT %(org_id)s, CAST(%(source_id)s AS varchar), t.external_id, t.kind, t.entity_type,
+           t.entity_id, t.occurred_at, t.sequence, t.payload, 'queued', 0, %(now)s, %(now)s
+    FROM json_to_recordset(CAST(%(rows)s AS json))
          AS t(external_id text, kind text, entity_type text, entity_id text,
               occurred_at timestamptz, sequence bigint, payload jsonb)
     WHERE NOT EXISTS (SELECT 1 FROM sources AS s
-                      WHERE s.id = CAST(:source_id AS varchar)
+                      WHERE s.id = CAST(%(source_id)s AS varchar)
                         AND (s.disabled_at IS NOT NULL OR s.secret_rotated_at
-                             IS DISTINCT FROM CAST(:rotated_at AS timestamptz)))
+                             IS DISTINCT FROM CAST(%(rotated_at)s AS timestamptz)))
     ON CONFLICT (source_id, external_id) DO NOTHING
     RETURNING external_id, pk
-    """
-)
+"""
+
+SOURCE_STATE = "SELECT disabled_at, secret_rotated_at FROM sources WHERE id = %(source_id)s"
 
 
 def _insert_recordset(
-    session: Session, source: SourceRef, unique: Sequence[IncomingNotification], now: datetime
+    connection: Any, source: SourceRef, unique: Sequence[IncomingNotification], now: datetime
 ) -> dict[str, int]:
     rows = [
         {
@@ -154,7 +173,7 @@ def _insert_recordset(
         }
         for item in unique
     ]
-    result = session.execute(
+    result = connection.execute(
         RECORDSET_INSERT,
         {
             "org_id": source.org_id,
@@ -164,7 +183,7 @@ def _insert_recordset(
             "rows": json.dumps(rows, separators=(",", ":")),
         },
     )
-    return {row.external_id: row.pk for row in result}
+    return dict(result.fetchall())
 
 
 def _insert_many(

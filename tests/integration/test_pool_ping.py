@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from storage import db as storage_db
 from storage.db import Database
@@ -63,5 +64,53 @@ class TestIdlePing:
             time.sleep(storage_db.PING_IDLE_SECONDS + 0.1)
             assert backend_pid(database) in same
             assert counted == [1]
+        finally:
+            database.engine.dispose()
+
+
+class TestDriverAutocommit:
+    """``Database.driver_autocommit``: the webhook's straight-to-the-driver statement."""
+
+    def test_it_hands_back_a_connection_that_opens_transactions_again(self, postgres_url):
+        database = Database(postgres_url)
+        try:
+            with database.driver_autocommit() as connection:
+                pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                connection.execute("CREATE TEMPORARY TABLE scratch (n int)")
+                connection.execute("INSERT INTO scratch VALUES (1)")  # committed at once
+            with database.unit_of_work() as session:
+                # The same pooled connection, out of autocommit: what is not committed goes.
+                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+                session.execute(text("INSERT INTO scratch VALUES (2)"))
+            with database.unit_of_work() as session:
+                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+                assert list(session.scalars(text("SELECT n FROM scratch"))) == [1]
+        finally:
+            database.engine.dispose()
+
+    def test_a_connection_that_died_is_a_wrapped_error_and_is_not_pooled_again(self, postgres_url):
+        database = Database(postgres_url)
+        killer = create_engine(postgres_url)
+        try:
+            with pytest.raises(OperationalError) as raised:
+                with database.driver_autocommit() as connection:
+                    pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                    with killer.connect() as other:
+                        other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+                    connection.execute("SELECT 1")
+            assert raised.value.connection_invalidated
+            assert backend_pid(database) != pid
+        finally:
+            database.engine.dispose()
+            killer.dispose()
+
+    def test_an_error_in_the_statement_leaves_the_connection_usable(self, postgres_url):
+        database = Database(postgres_url)
+        try:
+            with pytest.raises(ProgrammingError):
+                with database.driver_autocommit() as connection:
+                    pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                    connection.execute("SELECT * FROM no_such_table")
+            assert backend_pid(database) == pid
         finally:
             database.engine.dispose()
