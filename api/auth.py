@@ -50,8 +50,7 @@ def require_api_key() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         reject(Unauthorized, "unauthorized", "send Authorization: Bearer <api key>")
     database = services().database
-    with database.statement_at_a_time() as session:
-        key = accounts.identify_key(session, token.strip())
+    key = accounts.identify_key_alone(database, token.strip())
     if key is None:
         reject(Unauthorized, "unauthorized", "the API key is unknown or revoked")
     g.org_id = key.org_id

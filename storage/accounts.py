@@ -18,6 +18,7 @@ from storage.credentials import (
     new_id,
     new_webhook_secret,
 )
+from storage.db import Database
 from storage.models import ApiKey, Organization, Source
 from storage.timefmt import rfc3339
 
@@ -150,6 +151,34 @@ def identify_key(session: Session, api_key: str) -> KeyIdentity | None:
         return None
     return KeyIdentity(
         row.id, row.org_id, row.name, frozenset(row.scopes.split()), row.last_used_at
+    )
+
+
+#: ``identify_key``'s SELECT in psycopg's parameter style, for ``identify_key_alone``.
+KEY_BY_HASH = (
+    "SELECT id, org_id, name, scopes, last_used_at FROM api_keys"
+    " WHERE key_hash = %(key_hash)s AND revoked_at IS NULL"
+)
+
+
+def identify_key_alone(database: Database, api_key: str) -> KeyIdentity | None:
+    """``identify_key`` as a statement of its own, as every keyed request asks it: on
+    PostgreSQL straight through the driver (``Database.driver_autocommit``), which spares
+    each read a Session's millisecond of Python."""
+    if database.dialect != "postgresql":
+        with database.statement_at_a_time() as session:
+            return identify_key(session, api_key)
+    with database.driver_autocommit() as connection:
+        row = connection.execute(KEY_BY_HASH, {"key_hash": hash_api_key(api_key)}).fetchone()
+    if row is None:
+        return None
+    key_id, org_id, name, scopes, last_used_at = row
+    return KeyIdentity(
+        key_id,
+        org_id,
+        name,
+        frozenset(scopes.split()),
+        None if last_used_at is None else last_used_at.astimezone(UTC),
     )
 
 
