@@ -2,6 +2,9 @@
 
 The caller owns the session: a request, a task or a ``with database.unit_of_work():`` block.
 Functions that touch the database take the session; they never create, commit or close one.
+The exceptions are the statements that stand alone on a request's hot path, which take the
+``Database`` and run on ``driver_autocommit``: ``inbox.accept`` (which commits what it
+stores) and ``accounts.identify_key_alone``.
 """
 
 from __future__ import annotations
@@ -159,10 +162,10 @@ class Database:
 
     @contextmanager
     def statement_at_a_time(self, write: bool = False) -> Iterator[Session]:
-        """A session for work whose every statement stands alone (the inbox's one INSERT
-        per request, a key's lookup, a page's one SELECT): on PostgreSQL each statement is
-        its own transaction, so ``commit()`` and ``close()`` send nothing; elsewhere it is
-        ``unit_of_work(write)``. Not for what needs locks held or ``SET LOCAL``."""
+        """A session for work whose every statement stands alone (a page's one SELECT): on
+        PostgreSQL each statement is its own transaction, so ``commit()`` and ``close()``
+        send nothing; elsewhere it is ``unit_of_work(write)``. Not for what needs locks held
+        or ``SET LOCAL``."""
         session = self._statement_sessions[write]()
         try:
             yield session
@@ -171,20 +174,27 @@ class Database:
 
     @contextmanager
     def driver_autocommit(self) -> Iterator[Any]:
-        """PostgreSQL: a pooled psycopg connection in autocommit, for the one hot statement
-        that stands alone (the webhook's INSERT into the inbox).
+        """PostgreSQL: a pooled psycopg connection in autocommit, for the hot statements
+        that stand alone: the webhook's INSERT into the inbox (and, when it inserts
+        nothing, its look at the source), and every keyed request's key lookup.
 
         A Session and a Connection around one statement cost about a millisecond of Python
         per request, as much as the statement's own round trip and commit. This keeps what
-        they give that matters here: the pool (with its idle ping), a dead connection
-        thrown away rather than pooled again, and SQLAlchemy's exception classes, so that a
-        server that is down is still ``OperationalError`` (a 503) to the caller.
+        they give that matters here: the pool (with its idle ping); on a lost server, the
+        dead connection thrown away and the pool's others with it (SQLAlchemy invalidates
+        the whole pool on a disconnect too); and SQLAlchemy's exception classes, so that a
+        server that is down, at connect or mid-statement, is ``OperationalError`` (a 503).
         """
         if self.dialect != "postgresql":
             raise RuntimeError("driver_autocommit is for PostgreSQL only")
-        pooled = self.engine.raw_connection()  # a server that is down raises here, wrapped
-        driver: Any = pooled.driver_connection  # a psycopg Connection
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            pooled = self.engine.raw_connection()
+        except dbapi_error as exc:  # refused, or the idle ping's reconnect refused
+            raise DBAPIError.instance(
+                None, None, exc, dbapi_error, connection_invalidated=True
+            ) from exc
+        driver: Any = pooled.driver_connection  # a psycopg Connection
         try:
             driver.autocommit = True
             yield driver
@@ -192,14 +202,21 @@ class Database:
             gone = self.engine.dialect.is_disconnect(exc, driver, None)
             if gone:
                 pooled.invalidate(exc)
+                # The server went away: what else the pool holds is dead too.
+                self.engine.dispose()
             raise DBAPIError.instance(
                 None, None, exc, dbapi_error, connection_invalidated=gone
             ) from exc
         finally:
-            # Back in the pool as SQLAlchemy expects it: a connection that opens transactions.
-            if not (driver.closed or driver.broken):
-                driver.autocommit = False
-            pooled.close()
+            # Back in the pool as SQLAlchemy expects it, a connection that opens
+            # transactions; one that cannot be put back so is thrown away.
+            try:
+                if not (driver.closed or driver.broken):
+                    driver.autocommit = False
+            except dbapi_error as exc:
+                pooled.invalidate(exc)
+            finally:
+                pooled.close()
 
     def dispose(self) -> None:
         """Drop pooled connections; called in each worker process after fork."""

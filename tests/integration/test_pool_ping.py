@@ -6,6 +6,7 @@ import time
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from storage import db as storage_db
@@ -103,6 +104,57 @@ class TestDriverAutocommit:
         finally:
             database.engine.dispose()
             killer.dispose()
+
+    def test_a_lost_server_throws_the_pools_other_connections_away_too(self, postgres_url):
+        database = Database(postgres_url)
+        killer = create_engine(postgres_url)
+        try:
+            # Two pooled connections, both used a moment ago (so neither is pinged).
+            first = database.engine.raw_connection()
+            second = database.engine.raw_connection()
+            pids = [
+                c.driver_connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                for c in (first, second)
+            ]
+            first.close()
+            second.close()
+            with killer.connect() as other:
+                for pid in pids:
+                    other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            time.sleep(0.1)
+            with pytest.raises(OperationalError):
+                with database.driver_autocommit() as connection:
+                    connection.execute("SELECT 1")
+            # The next statement gets a live connection, not the pool's other dead one.
+            with database.driver_autocommit() as connection:
+                pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert pid not in pids
+        finally:
+            database.engine.dispose()
+            killer.dispose()
+
+    def test_a_server_that_refuses_is_operational_error(self, postgres_url):
+        nobody = make_url(postgres_url).set(host="127.0.0.1", port=1)  # nothing listens
+        refused = Database(nobody.render_as_string(hide_password=False))
+        try:
+            with pytest.raises(OperationalError):
+                with refused.driver_autocommit():
+                    pass
+        finally:
+            refused.engine.dispose()
+
+    def test_any_error_in_the_block_hands_the_connection_back_as_it_was(self, postgres_url):
+        database = Database(postgres_url)
+        try:
+            with pytest.raises(ValueError):
+                with database.driver_autocommit() as connection:
+                    pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                    raise ValueError("not the database's")
+            with database.unit_of_work() as session:
+                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+                assert session.connection().connection.driver_connection.autocommit is False
+        finally:
+            database.engine.dispose()
 
     def test_an_error_in_the_statement_leaves_the_connection_usable(self, postgres_url):
         database = Database(postgres_url)
