@@ -13,6 +13,7 @@ from bench.data import fill_events
 from tests.e2e.test_read_api import auth, deliver
 from tests.factories import RecordingPublisher, make_settings, make_tenant, notification
 from tests.integration.processes import celery_worker
+from worker.sequencer import sequence_pending
 
 ROWS = 200_000
 
@@ -47,6 +48,16 @@ class TestLargeExport:
         with engine.begin() as connection:
             fill_events(connection, ROWS, org_id=tenant.org_id)
         engine.dispose()
+        # Numbered here, before the request: what is under test is the build's progress, not
+        # whether a slow machine's sequencer numbers 200,000 events within the export's
+        # 60 s wait (on a CPU three times slower than usual it took about a minute).
+        sequenced, deadline = 0, time.monotonic() + 600
+        while sequenced < ROWS:
+            assert time.monotonic() < deadline, f"sequenced {sequenced:,} of {ROWS:,}"
+            outcome = sequence_pending(database, settings)
+            sequenced += outcome.events
+            if not outcome.events:
+                time.sleep(0.1)  # the horizon waits for a transaction open elsewhere
         client = app.test_client()
         try:
             with celery_worker(settings) as worker:
