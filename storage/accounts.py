@@ -147,10 +147,18 @@ def identify_key(session: Session, api_key: str) -> KeyIdentity | None:
             ApiKey.key_hash == hash_api_key(api_key), ApiKey.revoked_at.is_(None)
         )
     ).first()
-    if row is None:
-        return None
+    return None if row is None else _identity(row)
+
+
+def _identity(row: Any) -> KeyIdentity:
+    """A key's identity from its row: ``id, org_id, name, scopes, last_used_at``."""
+    key_id, org_id, name, scopes, last_used_at = row
     return KeyIdentity(
-        row.id, row.org_id, row.name, frozenset(row.scopes.split()), row.last_used_at
+        key_id,
+        org_id,
+        name,
+        frozenset(scopes.split()),
+        None if last_used_at is None else last_used_at.astimezone(UTC),
     )
 
 
@@ -170,16 +178,7 @@ def identify_key_alone(database: Database, api_key: str) -> KeyIdentity | None:
             return identify_key(session, api_key)
     with database.driver_autocommit() as connection:
         row = connection.execute(KEY_BY_HASH, {"key_hash": hash_api_key(api_key)}).fetchone()
-    if row is None:
-        return None
-    key_id, org_id, name, scopes, last_used_at = row
-    return KeyIdentity(
-        key_id,
-        org_id,
-        name,
-        frozenset(scopes.split()),
-        None if last_used_at is None else last_used_at.astimezone(UTC),
-    )
+    return None if row is None else _identity(row)
 
 
 def org_for_api_key(session: Session, api_key: str) -> str | None:

@@ -140,9 +140,9 @@ class Database:
                 bind=self.engine.execution_options(isolation_level="AUTOCOMMIT"),
                 expire_on_commit=False,
             )
-            self._statement_sessions = {False: autocommit, True: autocommit}
+            self._statement_sessions = autocommit
         else:
-            self._statement_sessions = {False: self._sessions, True: self._write_sessions}
+            self._statement_sessions = self._sessions
 
     def session(self, write: bool = False) -> Session:
         return (self._write_sessions if write else self._sessions)()
@@ -161,12 +161,12 @@ class Database:
             session.close()
 
     @contextmanager
-    def statement_at_a_time(self, write: bool = False) -> Iterator[Session]:
+    def statement_at_a_time(self) -> Iterator[Session]:
         """A session for work whose every statement stands alone (a page's one SELECT): on
         PostgreSQL each statement is its own transaction, so ``commit()`` and ``close()``
-        send nothing; elsewhere it is ``unit_of_work(write)``. Not for what needs locks held
+        send nothing; elsewhere it is ``unit_of_work()``. Not for what needs locks held
         or ``SET LOCAL``."""
-        session = self._statement_sessions[write]()
+        session = self._statement_sessions()
         try:
             yield session
         finally:

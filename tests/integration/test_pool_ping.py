@@ -72,25 +72,28 @@ class TestIdlePing:
 class TestDriverAutocommit:
     """``Database.driver_autocommit``: the webhook's straight-to-the-driver statement."""
 
-    def test_it_hands_back_a_connection_that_opens_transactions_again(self, postgres_url):
+    @pytest.fixture
+    def database(self, postgres_url):
         database = Database(postgres_url)
-        try:
-            with database.driver_autocommit() as connection:
-                pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-                connection.execute("CREATE TEMPORARY TABLE scratch (n int)")
-                connection.execute("INSERT INTO scratch VALUES (1)")  # committed at once
-            with database.unit_of_work() as session:
-                # The same pooled connection, out of autocommit: what is not committed goes.
-                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
-                session.execute(text("INSERT INTO scratch VALUES (2)"))
-            with database.unit_of_work() as session:
-                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
-                assert list(session.scalars(text("SELECT n FROM scratch"))) == [1]
-        finally:
-            database.engine.dispose()
+        yield database
+        database.engine.dispose()
 
-    def test_a_connection_that_died_is_a_wrapped_error_and_is_not_pooled_again(self, postgres_url):
-        database = Database(postgres_url)
+    def test_it_hands_back_a_connection_that_opens_transactions_again(self, database):
+        with database.driver_autocommit() as connection:
+            pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            connection.execute("CREATE TEMPORARY TABLE scratch (n int)")
+            connection.execute("INSERT INTO scratch VALUES (1)")  # committed at once
+        with database.unit_of_work() as session:
+            # The same pooled connection, out of autocommit: what is not committed goes.
+            assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+            session.execute(text("INSERT INTO scratch VALUES (2)"))
+        with database.unit_of_work() as session:
+            assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+            assert list(session.scalars(text("SELECT n FROM scratch"))) == [1]
+
+    def test_a_connection_that_died_is_a_wrapped_error_and_is_not_pooled_again(
+        self, database, postgres_url
+    ):
         killer = create_engine(postgres_url)
         try:
             with pytest.raises(OperationalError) as raised:
@@ -102,11 +105,11 @@ class TestDriverAutocommit:
             assert raised.value.connection_invalidated
             assert backend_pid(database) != pid
         finally:
-            database.engine.dispose()
             killer.dispose()
 
-    def test_a_lost_server_throws_the_pools_other_connections_away_too(self, postgres_url):
-        database = Database(postgres_url)
+    def test_a_lost_server_throws_the_pools_other_connections_away_too(
+        self, database, postgres_url
+    ):
         killer = create_engine(postgres_url)
         try:
             # Two pooled connections, both used a moment ago (so neither is pinged).
@@ -130,7 +133,6 @@ class TestDriverAutocommit:
                 pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
             assert pid not in pids
         finally:
-            database.engine.dispose()
             killer.dispose()
 
     def test_a_server_that_refuses_is_operational_error(self, postgres_url):
@@ -143,26 +145,18 @@ class TestDriverAutocommit:
         finally:
             refused.engine.dispose()
 
-    def test_any_error_in_the_block_hands_the_connection_back_as_it_was(self, postgres_url):
-        database = Database(postgres_url)
-        try:
-            with pytest.raises(ValueError):
-                with database.driver_autocommit() as connection:
-                    pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-                    raise ValueError("not the database's")
-            with database.unit_of_work() as session:
-                assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
-                assert session.connection().connection.driver_connection.autocommit is False
-        finally:
-            database.engine.dispose()
+    def test_any_error_in_the_block_hands_the_connection_back_as_it_was(self, database):
+        with pytest.raises(ValueError):
+            with database.driver_autocommit() as connection:
+                pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                raise ValueError("not the database's")
+        with database.unit_of_work() as session:
+            assert session.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+            assert session.connection().connection.driver_connection.autocommit is False
 
-    def test_an_error_in_the_statement_leaves_the_connection_usable(self, postgres_url):
-        database = Database(postgres_url)
-        try:
-            with pytest.raises(ProgrammingError):
-                with database.driver_autocommit() as connection:
-                    pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-                    connection.execute("SELECT * FROM no_such_table")
-            assert backend_pid(database) == pid
-        finally:
-            database.engine.dispose()
+    def test_an_error_in_the_statement_leaves_the_connection_usable(self, database):
+        with pytest.raises(ProgrammingError):
+            with database.driver_autocommit() as connection:
+                pid = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+                connection.execute("SELECT * FROM no_such_table")
+        assert backend_pid(database) == pid
