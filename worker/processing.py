@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from storage.db import Database
 from storage.inbox import FAILED, QUEUED
 from storage.models import Notification
+from storage.state import driver_rows
 from worker.recorder import record_notifications
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,14 @@ def lock_queued(session: Session, pks: Sequence[int]) -> list[Any]:
     finds nothing left to do: that is what makes re-delivery harmless.
     """
     table = Notification.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        columns = ", ".join(column.name for column in table.c)
+        return driver_rows(
+            session,
+            f"SELECT {columns} FROM notifications WHERE pk = ANY(%s) AND status = %s"
+            " ORDER BY occurred_at, sequence, pk FOR UPDATE",
+            (list(pks), QUEUED),
+        )
     return list(
         session.execute(
             select(table)  # plain rows: the ORM's identity map buys nothing here

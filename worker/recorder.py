@@ -15,13 +15,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from storage import state
 from storage.catalog import EDGE_ENDS, PARENTED_TYPES, RELATIONSHIPS
-from storage.inbox import PROCESSED
-from storage.models import Notification, Source
+from storage.models import Source
 from storage.timefmt import from_micros, to_micros
 from worker.derive import Sender, derive
 from worker.diff import Clock, EdgeState, EntityKey, EntityState, World
@@ -147,11 +146,7 @@ def record_notifications(session: Session, notifications: Sequence[Any], now: da
     # pass's) locks their records in the same order as any other such batch.
     for org_id in sorted(by_org):
         _record_org_batch(session, org_id, by_org[org_id], senders, now)
-    session.execute(
-        update(Notification)
-        .where(Notification.pk.in_([notification.pk for notification in notifications]))
-        .values(status=PROCESSED, processed_at=now, error=None)
-    )
+    state.mark_processed(session, [notification.pk for notification in notifications], now)
 
 
 def _record_org_batch(
