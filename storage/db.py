@@ -221,3 +221,28 @@ class Database:
     def dispose(self) -> None:
         """Drop pooled connections; called in each worker process after fork."""
         self.engine.dispose(close=False)
+
+
+@contextmanager
+def driver_of(session: Session) -> Iterator[Any]:
+    """PostgreSQL: the session's own psycopg connection, in the session's transaction, for
+    the statements SQLAlchemy's per-parameter and per-row Python would slow down (the
+    worker's batch statements, COPY in and out).
+
+    A psycopg error raised in the block comes out as ``Session.execute`` would raise it:
+    SQLAlchemy's class for it (``OperationalError`` for a lost server, which the worker
+    treats as transient instead of charging the notification an attempt), with a lost
+    connection invalidated so the pool does not hand it out again.
+    """
+    connection = session.connection()
+    pooled = connection.connection
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        yield pooled.driver_connection
+    except dbapi_error as exc:
+        lost = connection.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        if lost:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, dbapi_error, connection_invalidated=lost
+        ) from exc

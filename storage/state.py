@@ -26,6 +26,7 @@ from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, text, upd
 from sqlalchemy.orm import Session
 
 from storage.catalog import EDGE_ENDS
+from storage.db import driver_of
 from storage.inbox import PROCESSED, dialect_insert
 from storage.models import Edge, Entity, Event, EventSubject, Notification
 
@@ -50,11 +51,6 @@ def _on_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _driver(session: Session) -> Any:
-    """The session's own psycopg connection: what runs on it is in the session's transaction."""
-    return session.connection().connection.driver_connection
-
-
 def driver_rows(session: Session, query: str, params: Sequence[Any]) -> list[Any]:
     """PostgreSQL: ``query`` on the session's psycopg connection; rows as named tuples
     (a ``timestamptz`` comes back aware, in the session's time zone).
@@ -66,14 +62,14 @@ def driver_rows(session: Session, query: str, params: Sequence[Any]) -> list[Any
     (``prepare=False``): once prepared, psycopg's default after five runs, the generic plan
     of ``= ANY($1)`` filters the organisation's rows instead of seeking the index.
     """
-    with _driver(session).cursor(row_factory=namedtuple_row) as cursor:
+    with driver_of(session) as driver, driver.cursor(row_factory=namedtuple_row) as cursor:
         cursor.execute(query, params, prepare=False)
         return cursor.fetchall()
 
 
 def driver_execute(session: Session, query: str, params: Sequence[Any]) -> None:
     """PostgreSQL: a statement that returns nothing, as ``driver_rows`` runs one."""
-    with _driver(session).cursor() as cursor:
+    with driver_of(session) as driver, driver.cursor() as cursor:
         cursor.execute(query, params, prepare=False)
 
 
@@ -274,7 +270,7 @@ SAVE_ENTITY = (
 
 
 def _save_entities_pg(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    with _driver(session).cursor() as cursor:
+    with driver_of(session) as driver, driver.cursor() as cursor:
         cursor.executemany(
             SAVE_ENTITY,
             [
@@ -391,8 +387,11 @@ JSON_COLUMNS = frozenset({"targets", "old_value", "new_value", "details"})
 def _copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """PostgreSQL's COPY FROM STDIN inside the session's transaction: the fastest insert."""
     columns = list(rows[0])
-    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+    with (
+        driver_of(session) as driver,
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
         for row in rows:
             copy.write_row(
                 [

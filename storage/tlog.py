@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from storage import merkle, notes
 from storage.credentials import SecretBox
+from storage.db import driver_of
 from storage.inbox import dialect_insert
 from storage.models import Event, LogCheckpoint, LogKey, LogLeaf, LogNode, LogTree
 from storage.settings import Settings
@@ -127,10 +128,12 @@ def _append(
             [{"org_id": org_id, **dict(zip(columns, row, strict=True))} for row in rows],
         )
         return
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
     target = f"{table.name} (org_id, {', '.join(columns)})"
-    with driver.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
+    with (
+        driver_of(session) as driver,
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {target} FROM STDIN") as copy,
+    ):
         for row in rows:
             copy.write_row((org_id, *row))
 

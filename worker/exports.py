@@ -37,7 +37,7 @@ from typing import Any
 
 from storage import blobs, exports, merkle, notes, tlog
 from storage.catalog import label_of
-from storage.db import Database
+from storage.db import Database, driver_of
 from storage.inbox import dialect_insert
 from storage.models import Export, LogCheckpoint
 from storage.queries import (
@@ -499,14 +499,14 @@ def _copy_rows(
     written = 0
     with database.unit_of_work() as reader:
         query, params = csv_copy_query(reader, org_id, flt, max_seq=max_seq)
-        cursor = reader.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(query, params) as copy:
-            for row in copy:
-                handle.write(row)
-                written += 1
-                progress.tick(written)
-        if cursor.rowcount >= 0:
-            written = cursor.rowcount
+        with driver_of(reader) as driver, driver.cursor() as cursor:
+            with cursor.copy(query, params) as copy:
+                for row in copy:
+                    handle.write(row)
+                    written += 1
+                    progress.tick(written)
+            if cursor.rowcount >= 0:
+                written = cursor.rowcount
     return written
 
 

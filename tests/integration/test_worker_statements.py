@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from storage import state
 from storage.db import Database
@@ -198,3 +199,22 @@ def test_the_batch_statements_are_never_prepared(tokyo):
         )
         statements = [row[0] for row in prepared]
     assert not [s for s in statements if "ANY(" in s], statements
+
+
+def test_a_driver_error_is_sqlalchemys_and_a_lost_server_is_transient(tokyo, postgres_url):
+    """The worker tells a lost database (retry later) from a bad notification (charge it an
+    attempt) by SQLAlchemy's exception classes: the driver path must raise them too."""
+    with tokyo.unit_of_work() as session, pytest.raises(ProgrammingError):
+        state.driver_rows(session, "SELECT * FROM no_such_table WHERE x = ANY(%s)", ([1],))
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with tokyo.unit_of_work(write=True) as session:
+        pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with admin.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as raised:
+            state.lock_entities(session, ORG, SUBJECTS, SHARED)
+        assert raised.value.connection_invalidated
+    admin.dispose()
+    with tokyo.unit_of_work() as session:  # the pool hands out a live connection again
+        assert len(state.load_entities(session, ORG, {("person", "p1")})) == 1
