@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.expected_conditions import staleness_of
@@ -89,7 +90,18 @@ def navigate(browser: WebDriver, element: Any) -> None:
     """Click a link or submit button and wait until the next page has replaced this one."""
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, 10, poll_frequency=0.05).until(staleness_of(page))
+
+    def replaced(_: WebDriver) -> bool:
+        try:
+            return bool(staleness_of(page)(browser))
+        except WebDriverException as exc:
+            # Chromium, asked about the old page's node mid-navigation, can answer "does
+            # not belong to the document" instead of a stale reference: the same fact.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+
+    WebDriverWait(browser, 10, poll_frequency=0.05).until(replaced)
 
 
 def assert_accessible(browser: WebDriver) -> None:
