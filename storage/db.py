@@ -232,8 +232,10 @@ def driver_of(session: Session) -> Iterator[Any]:
     A psycopg error raised in the block comes out as ``Session.execute`` would raise it:
     SQLAlchemy's class for it (``OperationalError`` for a lost server, which the worker
     treats as transient instead of charging the notification an attempt), with a lost
-    connection invalidated so the pool does not hand it out again.
+    connection invalidated and the pool's others thrown away, so that the pool does not
+    hand out a dead one again. Pending ORM changes are flushed first, as ``execute`` would.
     """
+    session.flush()  # what Session.execute's autoflush would send first
     connection = session.connection()
     pooled = connection.connection
     dbapi_error = connection.dialect.loaded_dbapi.Error
@@ -243,6 +245,9 @@ def driver_of(session: Session) -> Iterator[Any]:
         lost = connection.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
         if lost:
             connection.invalidate(exc)
+            # The server went away: what else the pool holds is dead too (SQLAlchemy
+            # invalidates the whole pool on a disconnect as well).
+            connection.engine.dispose()
         raise DBAPIError.instance(
             None, None, exc, dbapi_error, connection_invalidated=lost
         ) from exc

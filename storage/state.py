@@ -47,8 +47,17 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _on_postgresql(session: Session) -> bool:
+def on_postgresql(session: Session) -> bool:
+    """Whether the batch statements take psycopg's path (tests compare it to the other)."""
     return session.get_bind().dialect.name == "postgresql"
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """What ``UTCDateTime`` checks before binding, for the statements that bypass it: a
+    naive datetime would be stored as the session's local time."""
+    if moment is not None and moment.tzinfo is None:
+        raise ValueError("naive datetimes are not stored")
+    return moment
 
 
 def driver_rows(session: Session, query: str, params: Sequence[Any]) -> list[Any]:
@@ -89,7 +98,7 @@ def _select_entities(
 ) -> list[Row[Any]]:
     """Rows of ``keys`` in (type, id) order; ``lock`` is None, "update" or "share";
     ``columns`` what to read of them (every column unless given)."""
-    if _on_postgresql(session):
+    if on_postgresql(session):
         return _select_entities_pg(session, org_id, keys, lock, columns)
     found: list[Row[Any]] = []
     for entity_type, ids in _by_type(keys).items():
@@ -190,7 +199,7 @@ def load_entities(session: Session, org_id: str, keys: Iterable[EntityKey]) -> l
 def lock_edges_of(session: Session, org_id: str, keys: Iterable[EntityKey]) -> list[Row[Any]]:
     """Every edge with one of ``keys`` at an end, locked."""
     grouped = _by_type(keys)
-    if _on_postgresql(session):
+    if on_postgresql(session):
         return _lock_edges_of_pg(session, org_id, grouped)
     conditions = []
     for kind, (a_type, b_type) in EDGE_ENDS.items():
@@ -239,7 +248,7 @@ def save_entities(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     a nested loop over the whole table and took seconds per batch.)"""
     if not rows:
         return
-    if _on_postgresql(session):
+    if on_postgresql(session):
         _save_entities_pg(session, rows)
         return
     statement = (
@@ -279,8 +288,9 @@ def _save_entities_pg(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                     Jsonb(row["properties"]),
                     Jsonb(row["clocks"]),
                     row["deleted"],
-                    None if row["baseline"] is None else Jsonb(row["baseline"]),
-                    row["updated_at"],
+                    # JSON null for none, as SQLAlchemy's JSONB binds None (none_as_null off).
+                    Jsonb(row["baseline"]),
+                    _aware(row["updated_at"]),
                     row["k_org_id"],
                     row["k_entity_type"],
                     row["k_entity_id"],
@@ -327,7 +337,7 @@ def save_edges(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Write edges (each key at most once): inserted, or their state and clock replaced."""
     if not rows:
         return
-    if _on_postgresql(session):
+    if on_postgresql(session):
         driver_execute(
             session, UPSERT_EDGES, [[row[column] for row in rows] for column in EDGE_COLUMNS]
         )
@@ -347,12 +357,12 @@ def save_edges(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def mark_processed(session: Session, pks: Sequence[int], moment: datetime) -> None:
     """The batch's notifications are done: ``processed`` at ``moment``, any error cleared."""
-    if _on_postgresql(session):
+    if on_postgresql(session):
         driver_execute(
             session,
             "UPDATE notifications SET status = %s, processed_at = %s, error = NULL"
             " WHERE pk = ANY(%s)",
-            (PROCESSED, moment, list(pks)),
+            (PROCESSED, _aware(moment), list(pks)),
         )
         return
     for chunk in _chunks(pks):

@@ -22,10 +22,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from storage import state
 from storage.db import Database
 from storage.inbox import FAILED, QUEUED
 from storage.models import Notification
-from storage.state import driver_rows
 from worker.recorder import record_notifications
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ def lock_queued(session: Session, pks: Sequence[int]) -> list[Any]:
     finds nothing left to do: that is what makes re-delivery harmless.
     """
     table = Notification.__table__
-    if session.get_bind().dialect.name == "postgresql":
+    if state.on_postgresql(session):
         columns = ", ".join(column.name for column in table.c)
-        return driver_rows(
+        return state.driver_rows(
             session,
             f"SELECT {columns} FROM notifications WHERE pk = ANY(%s) AND status = %s"
             " ORDER BY occurred_at, sequence, pk FOR UPDATE",

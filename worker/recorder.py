@@ -17,10 +17,12 @@ from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from storage import state
 from storage.catalog import EDGE_ENDS, PARENTED_TYPES, RELATIONSHIPS
-from storage.models import Source
+from storage.inbox import PROCESSED
+from storage.models import Notification, Source
 from storage.timefmt import from_micros, to_micros
 from worker.derive import Sender, derive
 from worker.diff import Clock, EdgeState, EntityKey, EntityState, World
@@ -147,6 +149,11 @@ def record_notifications(session: Session, notifications: Sequence[Any], now: da
     for org_id in sorted(by_org):
         _record_org_batch(session, org_id, by_org[org_id], senders, now)
     state.mark_processed(session, [notification.pk for notification in notifications], now)
+    for notification in notifications:
+        if isinstance(notification, Notification):
+            # The UPDATE went past the ORM: keep a loaded object (a restore's) true to it.
+            for name, value in (("status", PROCESSED), ("processed_at", now), ("error", None)):
+                set_committed_value(notification, name, value)
 
 
 def _record_org_batch(

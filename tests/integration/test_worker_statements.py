@@ -13,16 +13,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError, StatementError
 
 from storage import state
 from storage.db import Database
+from storage.models import Notification
+from worker import processing
 from worker.recorder import entity_row, entity_state
 
 pytestmark = pytest.mark.postgres
 
 PEOPLE = 1500
+NOTIFICATIONS = 60
 ORG, OTHER = "org_statements", "org_other"
 
 
@@ -82,6 +85,30 @@ def tokyo(postgres_url: str) -> Iterator[Database]:
                     )
                 ],
             )
+        session.execute(
+            insert(Notification.__table__),
+            [
+                {
+                    "org_id": ORG if index % 4 else OTHER,
+                    "source_id": None,
+                    "external_id": f"n{index}",
+                    "kind": "snapshot",
+                    "entity_type": "person",
+                    "entity_id": f"p{index}",
+                    # Out of pk order, with ties broken by sequence and then pk.
+                    "occurred_at": moment - timedelta(seconds=index % 7),
+                    "sequence": index % 3,
+                    "payload": {"index": index},
+                    "status": "processed" if index % 5 == 0 else "queued",
+                    "attempts": index % 2,
+                    "error": "an earlier failure" if index % 2 else None,
+                    "received_at": moment,
+                    "enqueued_at": moment,
+                    "processed_at": moment if index % 5 == 0 else None,
+                }
+                for index in range(NOTIFICATIONS)
+            ],
+        )
         session.commit()
     yield database
     database.engine.dispose()
@@ -96,7 +123,7 @@ def both_ways(
     for portable in (False, True):
         with monkeypatch.context() as patch:
             if portable:
-                patch.setattr(state, "_on_postgresql", lambda _session: False)
+                patch.setattr(state, "on_postgresql", lambda _session: False)
             with database.unit_of_work(write=True) as session:
                 results.append(work(session))
     return results[0], results[1]
@@ -171,7 +198,13 @@ def test_state_written_back_is_the_same_row_for_row(tokyo, monkeypatch):
             ],
         )
         order = (state.entities.c.org_id, state.entities.c.entity_type, state.entities.c.entity_id)
-        entities = session.execute(select(state.entities).order_by(*order)).all()
+        # JSON null and SQL NULL both read back as None: their types tell them apart.
+        baseline_type = func.jsonb_typeof(state.entities.c.baseline).label("baseline_type")
+        entities = session.execute(
+            select(state.entities, baseline_type, state.entities.c.baseline.is_(None)).order_by(
+                *order
+            )
+        ).all()
         edges = session.execute(
             select(state.edges).order_by(
                 state.edges.c.org_id, state.edges.c.kind, state.edges.c.a_id, state.edges.c.b_id
@@ -188,12 +221,62 @@ def test_state_written_back_is_the_same_row_for_row(tokyo, monkeypatch):
     assert "title" not in untouched["properties"]
 
 
+def all_notification_pks(session: Any) -> list[int]:
+    return list(session.scalars(select(Notification.pk).order_by(Notification.pk)))
+
+
+def test_a_message_locks_and_marks_its_notifications_the_same_way(tokyo, monkeypatch):
+    moment = datetime(2026, 12, 1, 9, 0, 0, 1, UTC)
+
+    def work(session: Any) -> Any:
+        pks = all_notification_pks(session)
+        locked = processing.lock_queued(session, pks[5:] + [10**12])
+        state.mark_processed(session, [row.pk for row in locked][::2], moment)
+        table = Notification.__table__
+        after = session.execute(select(table).order_by(table.c.pk)).all()
+        return plain(locked), plain(after)
+
+    fast, portable = both_ways(tokyo, monkeypatch, work)
+    assert fast == portable
+    locked, after = (list(map(dict, rows)) for rows in fast)
+    assert len(locked) == len([i for i in range(5, NOTIFICATIONS) if i % 5])  # queued ones
+    clock = [(row["occurred_at"], row["sequence"], row["pk"]) for row in locked]
+    assert clock == sorted(clock) and clock != sorted(clock, key=lambda c: c[2])
+    marked = {row["pk"] for row in locked[::2]}
+    for row in after:
+        if row["pk"] in marked:
+            assert (row["status"], row["processed_at"], row["error"]) == (
+                "processed",
+                moment,
+                None,
+            )
+    assert sum(row["status"] == "processed" for row in after) == len(marked) + NOTIFICATIONS // 5
+
+
+def test_a_naive_datetime_is_refused_as_sqlalchemy_refuses_it(tokyo, monkeypatch):
+    naive = datetime(2026, 12, 1, 9, 0, 0)
+    refused = (ValueError, StatementError)  # SQLAlchemy wraps its type's ValueError
+
+    def work(session: Any) -> Any:
+        with pytest.raises(refused, match="naive"):
+            state.mark_processed(session, all_notification_pks(session)[:3], naive)
+        [row] = state.lock_entities(session, ORG, {("person", "p1")}, ())
+        with pytest.raises(refused, match="naive"):
+            state.save_entities(session, [entity_row(ORG, entity_state(row), naive)])
+        return True
+
+    assert both_ways(tokyo, monkeypatch, work) == (True, True)
+
+
 def test_the_batch_statements_are_never_prepared(tokyo):
     """psycopg prepares a statement from its fifth run: these must stay custom-planned."""
     with tokyo.unit_of_work(write=True) as session:
         for _ in range(8):
             state.lock_entities(session, ORG, SUBJECTS, SHARED)
             state.lock_edges_of(session, ORG, SUBJECTS)
+            pks = all_notification_pks(session)
+            processing.lock_queued(session, pks)
+            state.mark_processed(session, pks, datetime.now(UTC))
         prepared = session.connection().exec_driver_sql(
             "SELECT statement FROM pg_prepared_statements"
         )
@@ -208,13 +291,15 @@ def test_a_driver_error_is_sqlalchemys_and_a_lost_server_is_transient(tokyo, pos
         state.driver_rows(session, "SELECT * FROM no_such_table WHERE x = ANY(%s)", ([1],))
 
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with tokyo.unit_of_work(write=True) as session:
-        pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        with admin.connect() as other:
-            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        with pytest.raises(OperationalError) as raised:
-            state.lock_entities(session, ORG, SUBJECTS, SHARED)
-        assert raised.value.connection_invalidated
-    admin.dispose()
+    try:
+        with tokyo.unit_of_work(write=True) as session:
+            pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(OperationalError) as raised:
+                state.lock_entities(session, ORG, SUBJECTS, SHARED)
+            assert raised.value.connection_invalidated
+    finally:
+        admin.dispose()
     with tokyo.unit_of_work() as session:  # the pool hands out a live connection again
         assert len(state.load_entities(session, ORG, {("person", "p1")})) == 1
