@@ -125,6 +125,36 @@ class TestCatchUpOfOverdueNotifications:
         # Its message, redelivered later, finds nothing to do.
         assert processing.process_notifications(database, [old], 5).processed == 0
 
+    def test_a_pass_takes_every_overdue_batch_until_its_time_is_up(
+        self, client, tenant, database, publisher, monkeypatch
+    ):
+        post_signed(client, tenant, {"notifications": [notification() for _ in range(5)]})
+        post_signed(client, tenant, notification())
+        [message, recent] = publisher.messages
+        self.overdue(database, message, 10)
+        monkeypatch.setattr(processing, "CATCH_UP", 2)
+        now = datetime.now(UTC)
+        outcome = processing.catch_up_overdue(database, 5, now, timedelta(seconds=2))
+        # Three transactions of at most two; the one not yet overdue is left to its message.
+        assert (outcome.processed, outcome.failed) == (5, 0)
+        by_pk = {row.pk: row for row in rows(database)}
+        assert [by_pk[pk].status for pk in message] == ["processed"] * 5
+        assert by_pk[recent[0]].status == "queued"
+
+    def test_a_pass_out_of_time_leaves_the_rest_to_the_next(
+        self, client, tenant, database, publisher, monkeypatch
+    ):
+        post_signed(client, tenant, {"notifications": [notification() for _ in range(5)]})
+        [message] = publisher.messages
+        self.overdue(database, message, 10)
+        monkeypatch.setattr(processing, "CATCH_UP", 2)
+        monkeypatch.setattr(processing, "CATCH_UP_SECONDS", 0.0)
+        now = datetime.now(UTC)
+        first = processing.catch_up_overdue(database, 5, now, timedelta(seconds=2))
+        assert first.processed == 2
+        second = processing.catch_up_overdue(database, 5, now, timedelta(seconds=2))
+        assert second.processed == 2
+
     def test_a_failure_is_charged_to_its_cause_and_the_rest_are_recorded(
         self, client, tenant, database, publisher, monkeypatch
     ):
