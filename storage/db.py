@@ -12,14 +12,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -199,14 +199,7 @@ class Database:
             driver.autocommit = True
             yield driver
         except dbapi_error as exc:
-            gone = self.engine.dialect.is_disconnect(exc, driver, None)
-            if gone:
-                pooled.invalidate(exc)
-                # The server went away: what else the pool holds is dead too.
-                self.engine.dispose()
-            raise DBAPIError.instance(
-                None, None, exc, dbapi_error, connection_invalidated=gone
-            ) from exc
+            raise _translated(self.engine, exc, driver, pooled.invalidate) from exc
         finally:
             # Back in the pool as SQLAlchemy expects it, a connection that opens
             # transactions; one that cannot be put back so is thrown away.
@@ -242,12 +235,21 @@ def driver_of(session: Session) -> Iterator[Any]:
     try:
         yield pooled.driver_connection
     except dbapi_error as exc:
-        lost = connection.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
-        if lost:
-            connection.invalidate(exc)
-            # The server went away: what else the pool holds is dead too (SQLAlchemy
-            # invalidates the whole pool on a disconnect as well).
-            connection.engine.dispose()
-        raise DBAPIError.instance(
-            None, None, exc, dbapi_error, connection_invalidated=lost
+        raise _translated(
+            connection.engine, exc, pooled.dbapi_connection, connection.invalidate
         ) from exc
+
+
+def _translated(
+    engine: Engine, exc: Any, driver: Any, invalidate: Callable[[Exception], None]
+) -> StatementError:
+    """A psycopg error as SQLAlchemy's class for it. On a lost server the connection is
+    invalidated and the pool's others thrown away, since they are dead too (SQLAlchemy
+    invalidates the whole pool on a disconnect as well)."""
+    lost = engine.dialect.is_disconnect(exc, driver, None)
+    if lost:
+        invalidate(exc)
+        engine.dispose()
+    return DBAPIError.instance(
+        None, None, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost
+    )

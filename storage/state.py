@@ -29,6 +29,7 @@ from storage.catalog import EDGE_ENDS
 from storage.db import driver_of
 from storage.inbox import PROCESSED, dialect_insert
 from storage.models import Edge, Entity, Event, EventSubject, Notification
+from storage.types import require_aware
 
 EntityKey = tuple[str, str]
 
@@ -50,14 +51,6 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 def on_postgresql(session: Session) -> bool:
     """Whether the batch statements take psycopg's path (tests compare it to the other)."""
     return session.get_bind().dialect.name == "postgresql"
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """What ``UTCDateTime`` checks before binding, for the statements that bypass it: a
-    naive datetime would be stored as the session's local time."""
-    if moment is not None and moment.tzinfo is None:
-        raise ValueError("naive datetimes are not stored")
-    return moment
 
 
 def driver_rows(session: Session, query: str, params: Sequence[Any]) -> list[Any]:
@@ -290,7 +283,7 @@ def _save_entities_pg(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                     row["deleted"],
                     # JSON null for none, as SQLAlchemy's JSONB binds None (none_as_null off).
                     Jsonb(row["baseline"]),
-                    _aware(row["updated_at"]),
+                    require_aware(row["updated_at"]),
                     row["k_org_id"],
                     row["k_entity_type"],
                     row["k_entity_id"],
@@ -362,7 +355,7 @@ def mark_processed(session: Session, pks: Sequence[int], moment: datetime) -> No
             session,
             "UPDATE notifications SET status = %s, processed_at = %s, error = NULL"
             " WHERE pk = ANY(%s)",
-            (PROCESSED, _aware(moment), list(pks)),
+            (PROCESSED, require_aware(moment), list(pks)),
         )
         return
     for chunk in _chunks(pks):

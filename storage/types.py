@@ -17,6 +17,13 @@ JSONDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntKey = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def require_aware(value: datetime | None) -> datetime | None:
+    """``value``, unless it is naive: a naive datetime would be stored as local time."""
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored")
+    return value
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """``timestamptz`` on PostgreSQL; on SQLite a naive UTC value. Always aware on the way out."""
 
@@ -24,10 +31,9 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        value = require_aware(value)
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

@@ -38,6 +38,11 @@ class Outcome:
     failed: int = 0
     to_retry: list[int] = field(default_factory=list)
 
+    def add(self, other: Outcome) -> None:
+        self.processed += other.processed
+        self.failed += other.failed
+        self.to_retry.extend(other.to_retry)
+
 
 def lock_queued(session: Session, pks: Sequence[int]) -> list[Any]:
     """The still-queued notifications among ``pks``, locked, in clock order.
@@ -173,10 +178,7 @@ def _catch_up_overdue(
         if not pks:
             return total
         log.info("catching up %d overdue notifications", len(pks))
-        outcome = process_notifications(database, pks, max_attempts, catch_up=False)
-        total.processed += outcome.processed
-        total.failed += outcome.failed
-        total.to_retry.extend(outcome.to_retry)
+        total.add(process_notifications(database, pks, max_attempts, catch_up=False))
         # Each pk taken leaves the overdue set (processed, or charged an attempt), and
         # only those overdue at ``now`` qualify: the pass ends.
         if len(pks) < CATCH_UP or time.monotonic() >= deadline:
@@ -233,10 +235,7 @@ def one_by_one(database: Database, pks: Sequence[int], max_attempts: int) -> Out
     """Each notification in a transaction of its own: a failure is charged to its cause."""
     outcome = Outcome()
     for pk in pks:
-        single = process_notifications(database, [pk], max_attempts, catch_up=False)
-        outcome.processed += single.processed
-        outcome.failed += single.failed
-        outcome.to_retry.extend(single.to_retry)
+        outcome.add(process_notifications(database, [pk], max_attempts, catch_up=False))
     return outcome
 
 

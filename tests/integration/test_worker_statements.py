@@ -232,7 +232,7 @@ def test_a_message_locks_and_marks_its_notifications_the_same_way(tokyo, monkeyp
         pks = all_notification_pks(session)
         locked = processing.lock_queued(session, pks[5:] + [10**12])
         state.mark_processed(session, [row.pk for row in locked][::2], moment)
-        table = Notification.__table__
+        table = state.notifications
         after = session.execute(select(table).order_by(table.c.pk)).all()
         return plain(locked), plain(after)
 
