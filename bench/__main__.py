@@ -270,8 +270,8 @@ class Bench:
     def worker_env(self, sequencer: bool = True) -> dict[str, str]:
         """The environment of a worker that runs beat (the sequencer's backstop pass).
 
-        Beat's requeue sweep is pushed out of the run: the ingest figures leave thousands of
-        notifications queued, and republishing them would add work in mid-measurement.
+        Beat's requeue sweep is pushed out of the run, so that nothing but the figure's own
+        messages is published in mid-measurement.
         """
         env = dict(self.env, SWEEP_INTERVAL_SECONDS="86400")
         if not sequencer:
@@ -299,8 +299,8 @@ class Bench:
         # Requests of 1000, as a sync sends them; at least ten messages so both processes work.
         per_message = min(1000, people // 10)
         org_id, _, source_id, _ = self.tenant("processing")
-        # The ingest figures queued messages of their own; they are not this figure's work.
-        redis.Redis.from_url(self.redis_url).delete("auditlog")
+        # The ingest figures queued notifications of their own; they are not this figure's work.
+        self.drop_queued_messages()
         self.say(f"processing: seeding {people} people (sequencer on, beat in the worker)")
         log = self.folder / "worker-processing.log"
         worker = celery_worker("worker.main", self.worker_env(), 2, log, beat=True)
@@ -331,7 +331,7 @@ class Bench:
         # The same 10%-changed measurement in an organisation of its own, SEQUENCER=off in
         # the workers' environment (beat too, idle), the same watch polling alongside.
         off_org, _, off_source, _ = self.tenant("processing, sequencer off")
-        redis.Redis.from_url(self.redis_url).delete("auditlog")
+        self.drop_queued_messages()
         self.say(f"processing without the sequencer: seeding {people} people")
         log = self.folder / "worker-processing-off.log"
         worker = celery_worker("worker.main", self.worker_env(sequencer=False), 2, log, beat=True)
@@ -1051,8 +1051,16 @@ class Bench:
             raw.close()
 
     def drop_queued_messages(self) -> None:
-        """Empty the broker's queue: earlier figures' messages are not the next one's work."""
+        """Forget what earlier figures left to do: their messages in the broker's queue, and
+        the notifications still queued for them, which beat's catch-up pass would otherwise
+        process (as overdue) in the middle of the next figure's measurement."""
         redis.Redis.from_url(self.redis_url).delete(QUEUE)
+        with self.database.engine.begin() as connection:
+            left = connection.execute(
+                text("DELETE FROM notifications WHERE status = 'queued'")
+            ).rowcount
+        if left:
+            self.say(f"{left:,} notifications left queued by earlier figures deleted")
 
     def oldest_transaction(self) -> float:
         """Seconds the oldest transaction holding an xid on the PostgreSQL cluster (any
@@ -1242,14 +1250,9 @@ class Bench:
         total = max(6, self.n(20)) * 1000
         repeats = max(2, self.n(3))
         env = {k: v for k, v in self.env.items() if k not in self.TUNING}
-        # Earlier figures leave notifications queued whose messages they dropped; beat's
-        # sweep (default settings here) would publish them again in the middle of the load.
+        # Earlier figures leave notifications queued; beat's sweep (default settings here)
+        # would publish them again in the middle of the load.
         self.drop_queued_messages()
-        with self.database.engine.begin() as connection:
-            left = connection.execute(
-                text("DELETE FROM notifications WHERE status = 'queued'")
-            ).rowcount
-        self.say(f"recovery: {left:,} notifications left queued by earlier figures deleted")
         beat = celery_beat("worker.main", env, self.folder / "beat-recovery.log")
         try:
             baseline = self.recovery_run(port, "base", env, total, None)
