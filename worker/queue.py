@@ -6,11 +6,14 @@ real worker processes on a machine with no server installed.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery, signals
+from celery.utils import uuid
 from kombu.transport import redis as redis_transport
 
 from storage.db import Database
@@ -146,23 +149,60 @@ def create_celery(settings: Settings, fail_fast: bool = False) -> Celery:
     return app
 
 
+class _Sender:
+    """Sends one task's messages through a producer the process keeps, one per thread and
+    rebuilt after a fork.
+
+    ``Celery.send_task`` routes, merges options, looks for a parent task and builds a
+    result object on every call: about 0.25 ms of Python per webhook, half of what the
+    publish cost. This takes the same two steps of Celery's own (``create_task_message``,
+    then ``send_task_message``, which fires the publish signals) with the route worked
+    out once. No retries: a dead broker fails fast, and the sweeper publishes again.
+    """
+
+    def __init__(self, app: Celery, name: str) -> None:
+        self.app = app
+        self.name = name
+        self.route = app.amqp.router.route({}, name, None, None)
+        self.local = threading.local()
+
+    def producer(self) -> Any:
+        held = getattr(self.local, "held", None)
+        if held is None or held[0] != os.getpid():
+            connection = self.app.connection_for_write()
+            held = (os.getpid(), self.app.amqp.Producer(connection, auto_declare=False))
+            self.local.held = held
+        return held[1]
+
+    def __call__(self, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
+        amqp = self.app.amqp
+        # As send_task builds it: results are ignored by the configuration, not the message.
+        message = amqp.create_task_message(
+            uuid(), self.name, args, kwargs, reply_to=self.app.thread_oid, ignore_result=None
+        )
+        producer = self.producer()
+        with producer.connection._reraise_as_library_errors():
+            amqp.send_task_message(producer, self.name, message, retry=False, **self.route)
+
+
 def publisher(app: Celery) -> Publish:
     """One message per call; no retries here, so a dead broker fails fast (the sweeper retries)."""
+    send = _Sender(app, PROCESS_NOTIFICATIONS)
 
     def publish(pks: Sequence[int]) -> None:
         # The request being served (if any) travels with the message, for the worker's logs.
         request_id = current_request_id.get()
-        kwargs = {"request_id": request_id} if request_id else None
-        app.send_task(PROCESS_NOTIFICATIONS, args=[list(pks)], kwargs=kwargs, retry=False)
+        send([list(pks)], {"request_id": request_id} if request_id else None)
 
     return publish
 
 
 def export_starter(app: Celery) -> StartExport:
     """Queue the building of an export (the sweeper restarts one whose message is lost)."""
+    send = _Sender(app, BUILD_EXPORT)
 
     def start(export_id: str) -> None:
-        app.send_task(BUILD_EXPORT, args=[export_id], retry=False)
+        send([export_id])
 
     return start
 

@@ -1,0 +1,76 @@
+"""The web's publisher sends the very message ``Celery.send_task`` would, more cheaply."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from storage.logformat import current_request_id
+from storage.settings import Settings
+from worker import queue
+from worker.queue import BUILD_EXPORT, PROCESS_NOTIFICATIONS, create_celery
+
+
+@pytest.fixture
+def app(tmp_path):
+    # No REDIS_URL: kombu's filesystem transport, one JSON file a message.
+    settings = Settings(var_dir=tmp_path, database_url="sqlite://", secret_key="k" * 40)
+    return create_celery(settings, fail_fast=True)
+
+
+def taken(app) -> dict:
+    """The one message in the broker's queue folder, taken out of it, without what is
+    unique to each (ids, delivery tag) and with its body decoded."""
+    folder = Path(app.conf.broker_transport_options["data_folder_in"])
+    (path,) = [path for path in folder.iterdir() if path.is_file()]
+    message = json.loads(path.read_text())
+    path.unlink()
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    for key in ("id", "root_id"):
+        message["headers"].pop(key)
+    for key in ("correlation_id", "delivery_tag"):
+        message["properties"].pop(key)
+    return message
+
+
+def test_a_publish_is_the_message_send_task_sends(app):
+    app.send_task(PROCESS_NOTIFICATIONS, args=[[1, 2, 3]], kwargs=None, retry=False)
+    expected = taken(app)
+    queue.publisher(app)([1, 2, 3])
+    assert taken(app) == expected
+
+    token = current_request_id.set("req-1")
+    try:
+        app.send_task(
+            PROCESS_NOTIFICATIONS, args=[[4]], kwargs={"request_id": "req-1"}, retry=False
+        )
+        expected = taken(app)
+        queue.publisher(app)([4])
+        assert taken(app) == expected
+    finally:
+        current_request_id.reset(token)
+    assert expected["body"][1] == {"request_id": "req-1"}
+
+    app.send_task(BUILD_EXPORT, args=["exp_1"], retry=False)
+    expected = taken(app)
+    queue.export_starter(app)("exp_1")
+    assert taken(app) == expected
+    assert expected["headers"]["task"] == BUILD_EXPORT
+
+
+def test_each_thread_and_each_forked_process_has_a_producer_of_its_own(app, monkeypatch):
+    sender = queue._Sender(app, PROCESS_NOTIFICATIONS)
+    mine = sender.producer()
+    assert sender.producer() is mine
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(sender.producer()))
+    thread.start()
+    thread.join()
+    assert theirs[0] is not mine
+    real_pid = queue.os.getpid()
+    monkeypatch.setattr(queue.os, "getpid", lambda: real_pid + 1)
+    assert sender.producer() is not mine
