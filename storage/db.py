@@ -10,7 +10,6 @@ stores) and ``accounts.identify_key_alone``.
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage import jsoncodec
 
 
 def ip_in_network(address: str | None, network: str) -> int:
@@ -88,21 +89,15 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError("the pooled connection no longer answers") from exc
 
 
-_JSON = json.JSONDecoder()
-
-
-def _decode_json(data: str | bytes) -> Any:
-    """psycopg's ``json``/``jsonb`` loader: what ``json.loads`` returns, without its search
-    for the encoding of bytes (the server sends UTF-8); a tenth of a page's read time."""
-    return _JSON.decode(data if isinstance(data, str) else data.decode("utf-8"))
-
-
-def _decode_json_with_psycopg(engine: Engine) -> None:
-    from psycopg.types.json import set_json_loads
+def _json_through_orjson(engine: Engine) -> None:
+    """Every connection reads and writes ``json``/``jsonb`` through ``storage.jsoncodec``
+    (the same values as the standard library, several times faster)."""
+    from psycopg.types.json import set_json_dumps, set_json_loads
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        set_json_loads(_decode_json, dbapi_connection)
+        set_json_loads(jsoncodec.loads, dbapi_connection)
+        set_json_dumps(jsoncodec.dumps_bytes, dbapi_connection)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -117,7 +112,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     engine = create_engine(url, connect_args={"connect_timeout": 5}, **kwargs)
     _ping_when_idle(engine)
     if engine.dialect.driver == "psycopg":
-        _decode_json_with_psycopg(engine)
+        _json_through_orjson(engine)
     return engine
 
 

@@ -14,7 +14,6 @@ SQLite's, and ``tests/integration/test_worker_statements.py`` holds the two equa
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -25,6 +24,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from storage import jsoncodec
 from storage.catalog import EDGE_ENDS
 from storage.db import driver_of
 from storage.inbox import PROCESSED, dialect_insert
@@ -398,9 +398,7 @@ def _copy_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -
         for row in rows:
             copy.write_row(
                 [
-                    json.dumps(row[c], separators=(",", ":"))
-                    if c in JSON_COLUMNS and row[c] is not None
-                    else row[c]
+                    jsoncodec.dumps(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c]
                     for c in columns
                 ]
             )
