@@ -55,6 +55,14 @@ def test_a_publish_is_the_message_send_task_sends(app):
         current_request_id.reset(token)
     assert expected["body"][1] == {"request_id": "req-1"}
 
+    # A long list: Celery abbreviates its repr in the message, and so does the publisher.
+    many = list(range(10**9, 10**9 + 1000))
+    app.send_task(PROCESS_NOTIFICATIONS, args=[many], kwargs=None, retry=False)
+    expected = taken(app)
+    queue.publisher(app)(many)
+    assert taken(app) == expected
+    assert len(expected["headers"]["argsrepr"]) < len(repr([many]))
+
     app.send_task(BUILD_EXPORT, args=["exp_1"], retry=False)
     expected = taken(app)
     queue.export_starter(app)("exp_1")
@@ -64,13 +72,13 @@ def test_a_publish_is_the_message_send_task_sends(app):
 
 def test_each_thread_and_each_forked_process_has_a_producer_of_its_own(app, monkeypatch):
     sender = queue._Sender(app, PROCESS_NOTIFICATIONS)
-    mine = sender.producer()
-    assert sender.producer() is mine
+    mine, _ = sender.producer()
+    assert sender.producer()[0] is mine
     theirs = []
-    thread = threading.Thread(target=lambda: theirs.append(sender.producer()))
+    thread = threading.Thread(target=lambda: theirs.append(sender.producer()[0]))
     thread.start()
     thread.join()
     assert theirs[0] is not mine
     real_pid = queue.os.getpid()
     monkeypatch.setattr(queue.os, "getpid", lambda: real_pid + 1)
-    assert sender.producer() is not mine
+    assert sender.producer()[0] is not mine
