@@ -166,9 +166,19 @@ class Bench:
         return messages
 
     def process_timed(self, org_id: str, messages: list[list[int]]) -> float:
-        """Publish the messages at once; seconds until every notification is processed."""
+        """Publish the messages at once; seconds until every notification is processed.
+
+        The notifications count as accepted now: storing tens of thousands takes seconds,
+        and those stored first would otherwise be overdue (beat's catch-up pass takes them
+        2 s after their publish) before their messages are even sent.
+        """
         total = sum(len(m) for m in messages)
         before = self.processed(org_id)
+        with self.database.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE notifications SET enqueued_at = now() WHERE pk = ANY(:pks)"),
+                {"pks": [pk for pks in messages for pk in pks]},
+            )
         started = time.perf_counter()
         for pks in messages:
             self.celery.send_task(PROCESS_NOTIFICATIONS, args=[pks])
@@ -295,7 +305,10 @@ class Bench:
             time.sleep(0.1)
 
     def processing(self) -> None:
-        people = self.n(10_000)
+        # Long enough that the figure is the steady rate, not the workers' first seconds: at
+        # 10,000 a load took under two seconds, and the same code read anywhere from 4,300
+        # to 6,200/s (and 0.81× to 1.26× with ÷ without the sequencer) from run to run.
+        people = self.n(30_000)
         # Requests of 1000, as a sync sends them; at least ten messages so both processes work.
         per_message = min(1000, people // 10)
         org_id, _, source_id, _ = self.tenant("processing")
@@ -357,7 +370,8 @@ class Bench:
         raw_rate = self.raw_event_inserts(org_id, people) / 4
         self.rows.append(
             Row(
-                "notifications/s processed by 2 worker processes: snapshots of people, 10% changed",
+                f"notifications/s processed by 2 worker processes: snapshots of {people:,} people,"
+                " 10% changed",
                 f"{tenth_rate:,.0f}/s",
                 f"bare Celery no-op tasks: {noop_rate:,.0f}/s",
                 f"{tenth_rate / noop_rate:.2f}×",
