@@ -6,6 +6,7 @@ real worker processes on a machine with no server installed.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Sequence
@@ -247,6 +248,15 @@ def _dispose_inherited_engines(**_: Any) -> None:
     """A forked pool process must not reuse its parent's connections."""
     for database in _databases.values():
         database.dispose()
+
+
+@signals.worker_process_init.connect
+def _freeze_what_the_process_starts_with(**_: Any) -> None:
+    """Leave the objects a pool process starts with (every imported module's, about
+    130,000) out of the garbage collector's full passes. Batches of a thousand notifications
+    make so many short-lived objects that a full pass runs about every other batch, and
+    each walked all of those again: 20-30 ms a time, some 5% of the batches' time."""
+    gc.freeze()
 
 
 @signals.setup_logging.connect
