@@ -42,6 +42,7 @@ def post_worker_init(worker: Any) -> None:
     What the app holds from then on (modules, the app, its schemas) is left out of the
     garbage collector's full passes (``gc.freeze()``), which would otherwise walk it again
     and again for the short-lived objects of each request, as in the worker."""
+    gc.collect()  # what is garbage now would never be freed once frozen
     gc.freeze()
     worker.log.info("worker %s ready", worker.pid)
 

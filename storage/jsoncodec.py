@@ -12,9 +12,12 @@ places, and those take the standard library's path here:
   text orjson refuses (invalid UTF-8, a lone surrogate, a number past a double) is read by
   ``json`` too, so it fails, or not, as it always did.
 - ``dumps``: orjson refuses a non-``str`` key and an integer beyond 64 bits, which ``json``
-  writes; those values are written by ``json``. (orjson writes NaN as ``null`` where
-  ``json`` writes ``NaN``, which PostgreSQL refuses: ingest refuses NaN and the infinities,
-  so neither reaches a document.)
+  writes; those values are written by ``json``. Datetimes and dataclasses, which ``json``
+  refuses, orjson is told to refuse too. Where the two still differ no caller goes, since
+  what is written here is plain JSON data that ingest validated or the worker built from
+  it: orjson writes NaN and the infinities as ``null`` (``json`` writes ``NaN``, which
+  PostgreSQL refuses; ingest refuses them), writes a UUID or an ``Enum`` (``json``
+  raises), and reads a ``dict`` subclass's own storage rather than its ``items()``.
 
 The text written may differ from ``json.dumps``'s in white space and in escaping no
 character beyond ASCII; ``jsonb`` stores the same value either way. Nothing whose bytes are

@@ -154,15 +154,15 @@ class _Sender:
     """Sends one task's messages through a producer the process keeps, one per thread and
     rebuilt after a fork.
 
-    ``Celery.send_task`` routes, merges options, looks for a parent task and builds a
-    result object on every call: about 0.25 ms of Python per webhook, half of what the
-    publish cost. This takes the same two steps of Celery's own (``create_task_message``,
-    then ``send_task_message``, which fires the publish signals) with the route worked
-    out once, its queue bound once to the producer's channel (kombu copies an unbound
-    queue on every publish only to find it declared), and the arguments' repr taken with
-    ``repr`` where it is short enough to be what Celery's ``saferepr`` writes. The message
-    is the one ``send_task`` sends (a unit test holds them equal). No retries: a dead broker
-    fails fast, and the sweeper publishes again.
+    ``Celery.send_task`` routes, merges options and builds a result object on every call:
+    about 0.25 ms of Python per webhook, half of what the publish cost. This takes the same
+    two steps of Celery's own (``create_task_message``, then ``send_task_message``, which
+    fires the publish signals) with the route worked out once and its queue bound once to
+    the producer's channel (kombu copies an unbound queue on every publish only to find it
+    declared). The message is the one ``send_task`` sends, a task's parent and root
+    included when a task publishes (unit tests hold them equal). No retries: a dead broker
+    fails fast, and the sweeper publishes again. Make one per process and task, not per
+    call: each holds a broker connection.
     """
 
     def __init__(self, app: Celery, name: str) -> None:
@@ -184,8 +184,17 @@ class _Sender:
             self.local.held = held
         return held[1], held[2]
 
-    def __call__(self, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
+    def __call__(
+        self, args: list[Any], kwargs: dict[str, Any] | None = None, argsrepr: str | None = None
+    ) -> None:
+        """``argsrepr``: the arguments as Celery's ``saferepr`` writes them, when the caller
+        has them cheaper; None for Celery to write it."""
         amqp = self.app.amqp
+        root_id = parent_id = None
+        parent = self.app.current_worker_task
+        if parent:  # published by a task (the sweeper): its lineage, as send_task records it
+            root_id = parent.request.root_id or parent.request.id
+            parent_id = parent.request.id
         # As send_task builds it: results are ignored by the configuration, not the message.
         message = amqp.create_task_message(
             uuid(),
@@ -194,29 +203,31 @@ class _Sender:
             kwargs,
             reply_to=self.app.thread_oid,
             ignore_result=None,
-            argsrepr=_short_repr(args, amqp.argsrepr_maxsize),
-            kwargsrepr=_short_repr(kwargs or {}, amqp.kwargsrepr_maxsize),
+            root_id=root_id,
+            parent_id=parent_id,
+            argsrepr=argsrepr,
         )
         producer, route = self.producer()
         with producer.connection._reraise_as_library_errors():
             amqp.send_task_message(producer, self.name, message, retry=False, **route)
 
 
-def _short_repr(value: Any, most: int) -> str | None:
-    """``repr(value)`` when Celery's ``saferepr`` would write the same (short, shallow
-    builtins); None, for Celery to abbreviate it, otherwise."""
-    text = repr(value)
-    return text if len(text) < most else None
-
-
 def publisher(app: Celery) -> Publish:
     """One message per call; no retries here, so a dead broker fails fast (the sweeper retries)."""
     send = _Sender(app, PROCESS_NOTIFICATIONS)
+    most = app.amqp.argsrepr_maxsize
 
     def publish(pks: Sequence[int]) -> None:
         # The request being served (if any) travels with the message, for the worker's logs.
         request_id = current_request_id.get()
-        send([list(pks)], {"request_id": request_id} if request_id else None)
+        args = [list(pks)]
+        # A list of ints: repr writes what Celery's saferepr does, unless it must shorten it.
+        text = repr(args)
+        send(
+            args,
+            {"request_id": request_id} if request_id else None,
+            argsrepr=text if len(text) < most else None,
+        )
 
     return publish
 
@@ -256,6 +267,7 @@ def _freeze_what_the_process_starts_with(**_: Any) -> None:
     130,000) out of the garbage collector's full passes. Batches of a thousand notifications
     make so many short-lived objects that a full pass runs about every other batch, and
     each walked all of those again: 20-30 ms a time, some 5% of the batches' time."""
+    gc.collect()  # what is garbage now would never be freed once frozen
     gc.freeze()
 
 

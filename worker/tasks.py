@@ -45,6 +45,10 @@ def register(app: Celery) -> None:
         publisher,
     )
 
+    # One of each for the process's life: each keeps a broker connection (worker.queue).
+    publish = publisher(app)
+    start_export = export_starter(app)
+
     @app.task(
         name=PROCESS_NOTIFICATIONS, shared=False, bind=True, max_retries=MAX_TRANSIENT_RETRIES
     )
@@ -119,7 +123,6 @@ def register(app: Celery) -> None:
                 limit=50 * PUBLISH_CHUNK,
             )
             session.commit()
-        publish = publisher(app)
         for start in range(0, len(pks), PUBLISH_CHUNK):
             publish(pks[start : start + PUBLISH_CHUNK])
 
@@ -129,7 +132,6 @@ def register(app: Celery) -> None:
         with database.unit_of_work(write=True) as session:
             stalled = exports.claim_stalled(session, now, silent_for)
             session.commit()
-        start_export = export_starter(app)
         for export_id in stalled:
             start_export(export_id)
         return {"requeued": len(pks), "exports_restarted": len(stalled)}

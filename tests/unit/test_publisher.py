@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from celery._state import _task_stack
 
 from storage.logformat import current_request_id
 from storage.settings import Settings
@@ -37,23 +38,33 @@ def taken(app) -> dict:
     return message
 
 
+def lineage(app) -> tuple[str, str]:
+    """The parent and root task ids of the one message in the queue folder (left there)."""
+    folder = Path(app.conf.broker_transport_options["data_folder_in"])
+    (path,) = [path for path in folder.iterdir() if path.is_file()]
+    headers = json.loads(path.read_text())["headers"]
+    return headers["parent_id"], headers["root_id"]
+
+
 def test_a_publish_is_the_message_send_task_sends(app):
     app.send_task(PROCESS_NOTIFICATIONS, args=[[1, 2, 3]], kwargs=None, retry=False)
     expected = taken(app)
     queue.publisher(app)([1, 2, 3])
     assert taken(app) == expected
 
-    token = current_request_id.set("req-1")
-    try:
-        app.send_task(
-            PROCESS_NOTIFICATIONS, args=[[4]], kwargs={"request_id": "req-1"}, retry=False
-        )
-        expected = taken(app)
-        queue.publisher(app)([4])
-        assert taken(app) == expected
-    finally:
-        current_request_id.reset(token)
-    assert expected["body"][1] == {"request_id": "req-1"}
+    # X-Request-ID may hold any printable ASCII: saferepr writes quotes as repr does not.
+    for request_id in ("req-1", "a'b\\c\"d"):
+        token = current_request_id.set(request_id)
+        try:
+            app.send_task(
+                PROCESS_NOTIFICATIONS, args=[[4]], kwargs={"request_id": request_id}, retry=False
+            )
+            expected = taken(app)
+            queue.publisher(app)([4])
+            assert taken(app) == expected
+        finally:
+            current_request_id.reset(token)
+        assert expected["body"][1] == {"request_id": request_id}
 
     # A long list: Celery abbreviates its repr in the message, and so does the publisher.
     many = list(range(10**9, 10**9 + 1000))
@@ -68,6 +79,27 @@ def test_a_publish_is_the_message_send_task_sends(app):
     queue.export_starter(app)("exp_1")
     assert taken(app) == expected
     assert expected["headers"]["task"] == BUILD_EXPORT
+
+
+def test_a_task_that_publishes_is_recorded_as_the_message_s_parent(app):
+    """The sweeper publishes from inside a task: the message names it, as send_task's does."""
+
+    @app.task(name="test.sweep", shared=False)
+    def sweep() -> None: ...
+
+    sweep.push_request(id="sweep-1", root_id="root-1", called_directly=False)
+    _task_stack.push(sweep)
+    try:
+        app.send_task(PROCESS_NOTIFICATIONS, args=[[7]], retry=False)
+        theirs = lineage(app)
+        expected = taken(app)
+        queue.publisher(app)([7])
+        mine = lineage(app)
+        assert taken(app) == expected
+    finally:
+        _task_stack.pop()
+        sweep.pop_request()
+    assert mine == theirs == ("sweep-1", "root-1")
 
 
 def test_each_thread_and_each_forked_process_has_a_producer_of_its_own(app, monkeypatch):
