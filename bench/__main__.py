@@ -188,11 +188,30 @@ class Bench:
         for pks in messages:
             self.celery.send_task(PROCESS_NOTIFICATIONS, args=[pks])
         deadline = time.monotonic() + 600
-        while self.processed(org_id) < before + total:
+        while self.any_queued(org_id):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{org_id}: not all {total:,} notifications processed in 600 s")
             time.sleep(0.02)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if self.processed(org_id) != before + total:
+            raise RuntimeError(f"{org_id}: some of the {total:,} notifications failed")
+        return seconds
+
+    def any_queued(self, org_id: str) -> bool:
+        """Whether the organisation has a notification still queued: the poll of a timed
+        load, through the queued rows' partial index. (Counting those processed, every
+        20 ms, scanned the whole inbox, which has no index by organisation: at 30,000 a
+        load it kept a core of PostgreSQL busy beside the workers it was timing.)"""
+        with self.database.engine.connect() as connection:
+            return bool(
+                connection.execute(
+                    text(
+                        "SELECT EXISTS (SELECT 1 FROM notifications"
+                        " WHERE status = 'queued' AND org_id = :org)"
+                    ),
+                    {"org": org_id},
+                ).scalar()
+            )
 
     # -- figures ------------------------------------------------------------------------
 
@@ -1395,7 +1414,7 @@ class Bench:
             if failures:
                 raise RuntimeError(f"recovery {name}: webhooks refused: {failures[:5]}")
             deadline = started + result["timeout"]
-            while self.processed(org_id) < total and time.monotonic() < deadline:
+            while self.any_queued(org_id) and time.monotonic() < deadline:
                 time.sleep(0.05)
             result["processed"] = self.processed(org_id)
             result["sql"] = time.monotonic() - started
