@@ -340,7 +340,7 @@ class Bench:
         per_message = min(1000, people // 10)
         org_id, _, source_id, _ = self.tenant("processing")
         # The ingest figures queued notifications of their own; they are not this figure's work.
-        self.drop_queued_messages()
+        self.forget_earlier_work()
         self.say(f"processing: seeding {people} people (sequencer on, beat in the worker)")
         log = self.folder / "worker-processing.log"
         worker = celery_worker("worker.main", self.worker_env(), 2, log, beat=True)
@@ -371,7 +371,7 @@ class Bench:
         # The same 10%-changed measurement in an organisation of its own, SEQUENCER=off in
         # the workers' environment (beat too, idle), the same watch polling alongside.
         off_org, _, off_source, _ = self.tenant("processing, sequencer off")
-        self.drop_queued_messages()
+        self.forget_earlier_work()
         self.say(f"processing without the sequencer: seeding {people} people")
         log = self.folder / "worker-processing-off.log"
         worker = celery_worker("worker.main", self.worker_env(sequencer=False), 2, log, beat=True)
@@ -1091,7 +1091,7 @@ class Bench:
         finally:
             raw.close()
 
-    def drop_queued_messages(self) -> None:
+    def forget_earlier_work(self) -> None:
         """Forget what earlier figures left to do: their messages in the broker's queue, and
         the notifications still queued for them, which beat's catch-up pass would otherwise
         process (as overdue) in the middle of the next figure's measurement."""
@@ -1134,7 +1134,7 @@ class Bench:
             fill_events(connection, rows, org_id=org_id)
         self.sequence_in_process(rows)
         self.sign_checkpoints([org_id])
-        self.drop_queued_messages()
+        self.forget_earlier_work()
         worker = celery_worker("worker.main", self.env, 2, self.folder / "worker-export30k.log")
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         totals: list[float] = []
@@ -1205,7 +1205,7 @@ class Bench:
         on time, so the rate actually accepted is what the row reports next to the latency.
         """
         seconds = max(6.0, 60 * self.scale)
-        self.drop_queued_messages()
+        self.forget_earlier_work()
         target = 1000
         accepted = self.visible_at(port, "v", target, seconds, 8)
         # Four fifths of what was accepted, so that the second run does not queue at the door.
@@ -1298,7 +1298,7 @@ class Bench:
         env = {k: v for k, v in self.env.items() if k not in self.TUNING}
         # Earlier figures leave notifications queued; beat's sweep (default settings here)
         # would publish them again in the middle of the load.
-        self.drop_queued_messages()
+        self.forget_earlier_work()
         beat = celery_beat("worker.main", env, self.folder / "beat-recovery.log")
         try:
             baseline = self.recovery_run(port, "base", env, total, None)
