@@ -46,7 +46,8 @@ def loads(data: bytes | str) -> Any:
     """What ``json.loads(data)`` returns."""
     if isinstance(data, str):
         return _DECODER.decode(data)  # psycopg hands bytes: text is not the hot path
-    if _LONG_RUN not in data.translate(_ZEROS):
+    # Shorter than the run: most of the worker's and the sequencer's documents are.
+    if len(data) < len(_LONG_RUN) or _LONG_RUN not in data.translate(_ZEROS):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -223,6 +223,47 @@ class TestFoundInReview:
         created = next(e for e in delivered if e["new_value"] and e["new_value"].get("n"))
         assert created["new_value"]["n"] == 1e16
 
+    def test_the_stored_leaves_are_those_of_the_served_events_for_every_form_of_value(
+        self, client, tenant, database, settings
+    ):
+        # The sequencer reads events on the driver's connection, not through the ORM's
+        # column types: addresses, instants and numbers of each form must give the leaf the
+        # API's document gives, or the log check and every proof would fail.
+        addresses = ["203.0.113.7", "2001:db8::1", "::ffff:192.0.2.1", "2001:0db8:0:0:0:0:0:02"]
+        instants = [
+            "2026-11-25T10:00:00Z",
+            "2026-11-25T10:00:00.120Z",
+            "2026-11-25T10:00:00.123456Z",
+            "2026-11-25T15:30:00.5+05:30",
+        ]
+        values = [1.5, 1e16, 1e-7, 2**53 - 1, -0.0, "Zoë 🎉", {"ключ": [1, 2.25, None]}, True]
+        documents = [
+            notification(
+                entity_id=f"p-{index}",
+                occurred_at=instants[index % len(instants)],
+                ip_address=addresses[index % len(addresses)],
+                actor={"type": "user", "id": "u-1", "name": "Zoë", "email": None},
+                properties={"name": f"P {index}", "value": value, "😀": index},
+            )
+            for index, value in enumerate(values)
+        ]
+        documents.append(notification(entity_id="p-nameless", properties={"title": "no name"}))
+        documents.append(
+            notification(
+                kind="event",
+                entity_id="p-0",
+                event={"type": "person.workflow_launched", "details": {"n": 2.5, "big": 1e300}},
+            )
+        )
+        record_now(client, tenant, database, *documents)
+        sequencer.sequence_pending(database, settings)
+        delivered = follow(client, tenant)
+        assert len(delivered) >= len(documents)
+        assert {e["ip_address"] for e in delivered} >= {"203.0.113.7", "2001:db8::1", "2001:db8::2"}
+        with database.unit_of_work() as session:
+            stored = tlog.leaf_hashes(session, tenant.org_id, 1, len(delivered))
+        assert stored == [merkle.leaf_hash(event_leaf(event)) for event in delivered]
+
     def test_a_checkpoint_that_cannot_be_signed_does_not_undo_sequencing(
         self, client, tenant, database, settings
     ):
