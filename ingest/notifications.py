@@ -91,13 +91,15 @@ class SourceCache:
     TTL_SECONDS = 60.0
 
     def __init__(self) -> None:
+        #: Each entry: when it was read, and the source as the cache hands it out (``fresh``
+        #: false; made once, not copied on every request).
         self._found: dict[tuple[str, tuple[str, ...], str], tuple[float, KnownSource]] = {}
 
     def get(self, runtime: Services, source_id: str) -> KnownSource | None:
         key = (runtime.database.url, runtime.settings.secret_keys, source_id)
         cached = self._found.get(key)
         if cached is not None and time.monotonic() - cached[0] < self.TTL_SECONDS:
-            return replace(cached[1], fresh=False)
+            return cached[1]
         return self.refresh(runtime, source_id)
 
     def refresh(self, runtime: Services, source_id: str) -> KnownSource | None:
@@ -129,7 +131,7 @@ class SourceCache:
         )
         if len(self._found) > 10_000:
             self._found.clear()
-        self._found[key] = (time.monotonic(), known)
+        self._found[key] = (time.monotonic(), replace(known, fresh=False))
         return known
 
 

@@ -52,8 +52,9 @@ def test_a_publish_is_the_message_send_task_sends(app):
     queue.publisher(app)([1, 2, 3])
     assert taken(app) == expected
 
-    # X-Request-ID may hold any printable ASCII: saferepr writes quotes as repr does not.
-    for request_id in ("req-1", "a'b\\c\"d"):
+    # X-Request-ID may hold any printable ASCII: saferepr writes quotes and backslashes
+    # as repr does not, and the publisher writes the others itself.
+    for request_id in ("req-1", "a'b\\c\"d", "a'b", "a\\b", 'a"b', "x" * 200, " ~!#"):
         token = current_request_id.set(request_id)
         try:
             app.send_task(
