@@ -179,7 +179,7 @@ def events_page_statement(
     statement, time_column, id_column = _base(org_id, flt, dialect)
     if after is not None:
         statement = statement.where(tuple_(time_column, id_column) < tuple_(*after))
-    statement = _bounded(statement, id_column, max_event_id, max_seq)
+    statement = _bounded(statement, org_id, id_column, max_event_id, max_seq)
     return statement.order_by(time_column.desc(), id_column.desc()).limit(limit)
 
 
@@ -231,12 +231,20 @@ def _network_page(
 
 
 def _bounded(
-    statement: Select[Any], id_column: Any, max_event_id: int | None, max_seq: int | None
+    statement: Select[Any],
+    org_id: str,
+    id_column: Any,
+    max_event_id: int | None,
+    max_seq: int | None,
 ) -> Select[Any]:
     if max_event_id is not None:
         statement = statement.where(id_column <= max_event_id)
     if max_seq is not None:
-        statement = statement.where(leaves.c.seq <= max_seq)
+        # An event's leaf is in its own organisation's log: saying so lets the leaves be
+        # read as one range of their key (org_id, seq). With ``seq`` alone, PostgreSQL read
+        # every organisation's first leaves, all of log_leaves, for an export of 30,000
+        # rows next to a 1,000,000-event organisation (160 ms of the COPY's 220).
+        statement = statement.where(leaves.c.org_id == org_id, leaves.c.seq <= max_seq)
     return statement
 
 
@@ -265,7 +273,7 @@ def count_events(
     max_seq: int | None = None,
 ) -> int:
     statement, _, id_column = _base(org_id, flt, session.get_bind().dialect.name)
-    statement = _bounded(statement, id_column, max_event_id, max_seq)
+    statement = _bounded(statement, org_id, id_column, max_event_id, max_seq)
     return int(session.scalar(select(func.count()).select_from(statement.subquery())) or 0)
 
 
