@@ -351,7 +351,10 @@ def _fix_snapshot(
         # Committed before the count: it holds the tree's row, which the sequencer waits on.
         session.commit()
     with database.unit_of_work(write=True) as session:
-        total = count_events(session, org_id, flt, max_seq=size)
+        # Unfiltered, the export is the log's first ``size`` leaves, one event each (seq has
+        # no gap and events are never deleted): no need to read them all once more to count.
+        unfiltered = flt == EventFilter()
+        total = size if unfiltered else count_events(session, org_id, flt, max_seq=size)
         running = exports.transition(
             session,
             export_id,
@@ -500,6 +503,7 @@ def _copy_rows(
     with database.unit_of_work() as reader:
         query, params = csv_copy_query(reader, org_id, flt, max_seq=max_seq)
         with driver_of(reader) as driver, driver.cursor() as cursor:
+            read_in_index_order(cursor, flt)
             with cursor.copy(query, params) as copy:
                 for row in copy:
                     handle.write(row)
@@ -508,6 +512,24 @@ def _copy_rows(
             if cursor.rowcount >= 0:
                 written = cursor.rowcount
     return written
+
+
+def read_in_index_order(cursor: Any, flt: EventFilter) -> None:
+    """PostgreSQL, for the cursor's transaction only: where an index gives the export's
+    order (``in_time_order``), rows come from it in the log's order as they stream, rather
+    than all read, sorted (spilling to disk past ``work_mem``) and only then sent. The
+    planner's own choice, on statistics that a table loaded moments ago misleads, was the
+    sort: 0.73 s against 0.55 s for a COPY of 200,000 events."""
+    if in_time_order(flt):
+        cursor.execute("SET LOCAL enable_sort = off")
+
+
+def in_time_order(flt: EventFilter) -> bool:
+    """Whether an index gives the export's rows in its order, the organisation's or a time
+    window of it with nothing else filtered (``ix_events_org_time``), so that no sort is
+    needed. A narrower filter (an actor, a record, a network) is left to the planner, which
+    may rightly read its few rows by another index and sort them."""
+    return flt == EventFilter(since=flt.since, until=flt.until)
 
 
 def _report(database: Database, export_id: str, written: int, now: datetime) -> bool:

@@ -1,0 +1,65 @@
+"""On PostgreSQL, an export of an organisation's whole log, or of a time window of it, reads
+its rows in the log's order from the (org_id, occurred_at, id) index as they stream, never
+all of them sorted first, even on tables loaded moments ago and never analysed."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+
+import pytest
+
+from bench.data import fill_events
+from storage.db import driver_of
+from storage.queries import EventFilter, csv_copy_query
+from tests.factories import make_settings
+from worker.exports import in_time_order, read_in_index_order
+from worker.sequencer import sequence_pending
+
+pytestmark = pytest.mark.postgres
+
+ORG = "org_0"
+WINDOW = EventFilter(since=datetime(2026, 2, 1, tzinfo=UTC), until=datetime(2026, 2, 3, tzinfo=UTC))
+
+
+def test_only_the_whole_log_or_a_time_window_is_read_in_index_order():
+    assert in_time_order(EventFilter())
+    assert in_time_order(WINDOW)
+    assert in_time_order(EventFilter(until=datetime(2026, 2, 3, tzinfo=UTC)))
+    for narrower in (
+        EventFilter(actor_ids=("actor7",)),
+        EventFilter(records=(("person", "e42"),)),
+        EventFilter(entity_type="person"),
+        EventFilter(types=frozenset({"person.created"})),
+        EventFilter(network=ipaddress.ip_network("10.0.0.0/8")),
+        EventFilter(actor_ids=("actor7",), since=WINDOW.since),
+    ):
+        assert not in_time_order(narrower), narrower
+
+
+@pytest.mark.parametrize("flt", [EventFilter(), WINDOW], ids=["whole log", "time window"])
+def test_an_export_streams_in_index_order_without_sorting(postgres_url, tmp_path, flt):
+    from storage.db import Database
+
+    database = Database(postgres_url)
+    settings = make_settings(tmp_path / "var", database_url=postgres_url)
+    try:
+        with database.engine.begin() as connection:
+            fill_events(connection, 20_000, orgs=2, analyze=False)
+        sequence_pending(database, settings)
+        with database.unit_of_work() as reader:
+            size = int(
+                reader.connection()
+                .exec_driver_sql("SELECT max(seq) FROM log_leaves WHERE org_id = %s", (ORG,))
+                .scalar_one()
+            )
+            query, params = csv_copy_query(reader, ORG, flt, max_seq=size)
+            select = query.removeprefix("COPY (").removesuffix(") TO STDOUT WITH (FORMAT csv)")
+            with driver_of(reader) as driver, driver.cursor() as cursor:
+                read_in_index_order(cursor, flt)
+                cursor.execute("EXPLAIN " + select, params)
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "Sort" not in plan.replace("Gather Merge", ""), plan
+        assert "ix_events_org_time" in plan, plan
+    finally:
+        database.engine.dispose()
