@@ -63,3 +63,28 @@ def test_an_export_streams_in_index_order_without_sorting(postgres_url, tmp_path
         assert "ix_events_org_time" in plan, plan
     finally:
         database.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "flt", [EventFilter(), EventFilter(actor_ids=("actor7",))], ids=["whole log", "an actor"]
+)
+def test_an_export_is_read_without_jit_and_the_settings_end_with_it(postgres_url, flt):
+    """JIT compiling an export's expressions, in each parallel worker, cost a quarter of a
+    second before the first row; the settings are the reading transaction's alone."""
+    from storage.db import Database
+
+    database = Database(postgres_url)
+    try:
+        with database.unit_of_work() as reader, driver_of(reader) as driver:
+            with driver.cursor() as cursor:
+                cursor.execute("SELECT current_setting('jit'), current_setting('enable_sort')")
+                before = cursor.fetchone()
+                read_in_index_order(cursor, flt)
+                cursor.execute("SELECT current_setting('jit'), current_setting('enable_sort')")
+                assert cursor.fetchone() == ("off", "off" if in_time_order(flt) else "on")
+            driver.rollback()
+            with driver.cursor() as cursor:
+                cursor.execute("SELECT current_setting('jit'), current_setting('enable_sort')")
+                assert cursor.fetchone() == before
+    finally:
+        database.engine.dispose()
