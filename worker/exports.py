@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from storage import blobs, exports, merkle, notes, tlog
 from storage.catalog import label_of
 from storage.db import Database, driver_of
@@ -356,6 +358,8 @@ def _fix_snapshot(
         # Unfiltered, the export is the log's first ``size`` leaves, one event each (seq has
         # no gap and events are never deleted): no need to read them all once more to count.
         unfiltered = flt == EventFilter()
+        if not unfiltered and database.dialect == "postgresql":
+            session.execute(text("SET LOCAL jit = off"))  # as the rows are read, below
         total = size if unfiltered else count_events(session, org_id, flt, max_seq=size)
         running = exports.transition(
             session,
