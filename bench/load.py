@@ -110,10 +110,12 @@ def _client(target: Target, seconds: float, worker: int, ready: Any, go: Any, re
     ok = failed = 0
     deadline = time.monotonic() + seconds
     sequence = 0
+    ran_out = False
     while time.monotonic() < deadline:
         if target.secret:
             if sequence == len(prepared):
-                break  # reported below: the parent fails the run
+                ran_out = True  # reported below: the parent fails the run
+                break
             body, headers = prepared[sequence]
         else:
             body, headers = b"", {}
@@ -122,7 +124,7 @@ def _client(target: Target, seconds: float, worker: int, ready: Any, go: Any, re
             ok += 1
         else:
             failed += 1
-    results.put((ok, failed, bool(target.secret) and sequence == len(prepared)))
+    results.put((ok, failed, ran_out))
 
 
 def _poster(

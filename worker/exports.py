@@ -81,8 +81,9 @@ LINE_END = "\n"
 HEADER = ("\ufeff" + ",".join(COLUMNS) + LINE_END).encode("utf-8")
 PROGRESS_EVERY_SECONDS = 0.2
 PROGRESS_EVERY_ROWS = 25_000
-#: The COPY's rows are passed to the file this many bytes at a time.
+#: The COPY's rows are passed to the file this many bytes, or this many rows, at a time.
 WRITE_BYTES = 64 * 1024
+WRITE_ROWS = 256
 #: How long a build waits for the sequencer to number the events of its snapshot.
 SEQUENCER_WAIT_SECONDS = 60.0
 SEQUENCER_POLL_SECONDS = 0.2
@@ -215,9 +216,7 @@ def build_export(
         org_id, fmt, mark = export.org_id, export.format or "csv", export.requested_xmax
         tree_size = export.tree_size
         # A restarted build keeps the snapshot its predecessor fixed.
-        total = (
-            count_events(session, org_id, flt, max_seq=tree_size) if tree_size is not None else None
-        )
+        total = _rows_total(session, org_id, flt, tree_size) if tree_size is not None else None
         started = clock()
         claimed = exports.transition(
             session,
@@ -355,12 +354,7 @@ def _fix_snapshot(
         # Committed before the count: it holds the tree's row, which the sequencer waits on.
         session.commit()
     with database.unit_of_work(write=True) as session:
-        # Unfiltered, the export is the log's first ``size`` leaves, one event each (seq has
-        # no gap and events are never deleted): no need to read them all once more to count.
-        unfiltered = flt == EventFilter()
-        if not unfiltered and database.dialect == "postgresql":
-            session.execute(text("SET LOCAL jit = off"))  # as the rows are read, below
-        total = size if unfiltered else count_events(session, org_id, flt, max_seq=size)
+        total = _rows_total(session, org_id, flt, size)
         running = exports.transition(
             session,
             export_id,
@@ -374,6 +368,18 @@ def _fix_snapshot(
     if not running:
         raise Superseded(export_id)
     return size
+
+
+def _rows_total(session: Any, org_id: str, flt: EventFilter, size: int) -> int:
+    """How many rows the export of the log's first ``size`` leaves holds. Unfiltered, that
+    is ``size`` (one event a leaf, seq without a gap, events never deleted): no need to
+    read them all once more to count. Filtered, they are counted with JIT off, as they are
+    read (``read_in_index_order``)."""
+    if flt == EventFilter():
+        return size
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL jit = off"))
+    return count_events(session, org_id, flt, max_seq=size)
 
 
 def _checkpoint_of(
@@ -513,14 +519,16 @@ def _copy_rows(
         query, params = csv_copy_query(reader, org_id, flt, max_seq=max_seq)
         with driver_of(reader) as driver, driver.cursor() as cursor:
             read_in_index_order(cursor, flt)
-            # Rows are gathered and handed on WRITE_BYTES at a time, and progress looked at
-            # then: per row, the two calls cost as much Python as the COPY's own reading.
+            # Rows are gathered and handed on WRITE_BYTES or WRITE_ROWS at a time, and
+            # progress looked at then: per row, the two calls cost as much Python as the
+            # COPY's own reading. (By rows too, so that an export whose few matches trickle
+            # out of a long scan still beats its heart.)
             pending = bytearray()
             with cursor.copy(query, params) as copy:
                 for row in copy:
                     pending += row
                     written += 1
-                    if len(pending) >= WRITE_BYTES:
+                    if len(pending) >= WRITE_BYTES or not written % WRITE_ROWS:
                         handle.write(bytes(pending))
                         pending.clear()
                         progress.tick(written)

@@ -220,10 +220,13 @@ class _Sender:
 def _kwargs_repr(kwargs: dict[str, str] | None, most: int) -> str | None:
     """What Celery's ``saferepr`` writes of ``{"request_id": …}``, where repr writes the
     same (no quote or backslash in the id, nothing to shorten); None for Celery to write it.
-    saferepr is Python walking a generator per value: a twentieth of a webhook's time."""
+    saferepr is Python walking a generator per value, where repr is one call in C."""
     kwargs = kwargs or {}  # as Celery takes None
-    if any("'" in value or "\\" in value for value in kwargs.values()):
-        return None
+    for value in kwargs.values():
+        # Printable ASCII (as api.edge admits) without a quote or backslash: repr's escapes
+        # of anything else are not saferepr's.
+        if not (value.isascii() and value.isprintable()) or "'" in value or "\\" in value:
+            return None
     text = repr(kwargs)
     return text if len(text) < most else None
 

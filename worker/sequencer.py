@@ -286,7 +286,9 @@ def sequence_pending(
     committed during the last) while there are events to find, so a burst of commits is
     numbered without waiting for beat. Whether there are is asked first
     (``anything_pending``): the worker runs this after every batch it commits, and an
-    empty pass after each was most of the sequencer's cost when few events are new.
+    empty pass after each was most of the sequencer's cost when few events are new. A
+    caller that waits (an export waiting for the horizon to pass its mark) takes that
+    last pass: a pass that finds nothing still moves the horizon.
     """
     total = Sequenced()
     started = time.monotonic()
@@ -302,8 +304,10 @@ def sequence_pending(
             return total  # the run holding the lock signs what is due
         if outcome.locked_out or not outcome.events:
             break
-        if time.monotonic() - started > DRAIN_SECONDS or not anything_pending(database):
+        if time.monotonic() - started > DRAIN_SECONDS:
             break
+        if not wait and not anything_pending(database):
+            break  # the worker's run; a waiting caller's next pass also moves the horizon
     total.checkpoints = sign_due_checkpoints_apart(database, settings, moment)
     return total
 
