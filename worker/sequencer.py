@@ -66,37 +66,18 @@ def _take_lock(session: Session, wait: bool) -> bool:
     return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}))
 
 
-#: What a leaf is made of (``event_document``), and what the pass orders and groups by.
-LEAF_COLUMNS = (
-    "id",
-    "org_id",
-    "txid",
-    "type",
-    "occurred_at",
-    "recorded_at",
-    "entity_type",
-    "entity_id",
-    "entity_name",
-    "targets",
-    "property",
-    "old_value",
-    "new_value",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_email",
-    "ip_address",
-    "origin",
-    "source_id",
-    "notification_id",
-    "details",
+#: What a leaf is made of (``event_document``), and what the pass orders and groups by:
+#: every column of an event but where its notification put it.
+LEAF_COLUMNS = tuple(
+    column.name for column in events.c if column.name not in ("notification_pk", "position")
 )
 
 #: PostgreSQL: the pass's events, read on the session's psycopg connection. SQLAlchemy's
 #: result processing (every timestamp converted to UTC, every address to text, every row
-#: built) was a quarter of a pass; ``event_document`` does both conversions itself, so the
-#: leaves are the same bytes (``tests/integration/test_sequencer.py`` holds them equal to
-#: the API's documents for addresses, instants and numbers of every form).
+#: built) was a quarter of a pass. ``event_document`` puts instants in UTC itself, and
+#: ``_AddressAsText`` reads addresses as the column type did, so the leaves are the same
+#: bytes (``tests/integration/test_sequencer.py`` holds them equal to the API's documents
+#: for addresses, instants and numbers of every form).
 PENDING = (
     f"SELECT {', '.join(LEAF_COLUMNS)} FROM events"
     " WHERE (txid, id) > (%s, %s) AND txid < %s ORDER BY txid, id LIMIT %s"
