@@ -53,7 +53,9 @@ def on_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def driver_rows(session: Session, query: str, params: Sequence[Any]) -> list[Any]:
+def driver_rows(
+    session: Session, query: str, params: Sequence[Any], loaders: dict[str, Any] | None = None
+) -> list[Any]:
     """PostgreSQL: ``query`` on the session's psycopg connection; rows as named tuples
     (a ``timestamptz`` comes back aware, in the session's time zone).
 
@@ -63,8 +65,11 @@ def driver_rows(session: Session, query: str, params: Sequence[Any]) -> list[Any
     Here the keys travel as one array, ``= ANY(%s)``, planned for the very array each time
     (``prepare=False``): once prepared, psycopg's default after five runs, the generic plan
     of ``= ANY($1)`` filters the organisation's rows instead of seeking the index.
+    ``loaders``: psycopg loaders by type name, in place of the connection's.
     """
     with driver_of(session) as driver, driver.cursor(row_factory=namedtuple_row) as cursor:
+        for type_name, loader in (loaders or {}).items():  # for this cursor only
+            cursor.adapters.register_loader(type_name, loader)
         cursor.execute(query, params, prepare=False)
         return cursor.fetchall()
 

@@ -24,17 +24,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.adapt import Loader
-from psycopg.rows import namedtuple_row
 from psycopg.types.net import InetLoader
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from storage import merkle, tlog
 from storage.canonical import event_leaf
-from storage.db import Database, driver_of
+from storage.db import Database
 from storage.models import Event, LogTree, SequencerState
 from storage.queries import event_document
 from storage.settings import Settings
+from storage.state import driver_rows
 
 events = Event.__table__
 log = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ def _pending(session: Session, state: SequencerState, limit: int) -> tuple[list[
         horizon = int(
             session.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
         )
-        with driver_of(session) as driver, driver.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.adapters.register_loader("inet", _AddressAsText)
-            cursor.execute(PENDING, (state.txid, state.event_id, horizon, limit), prepare=False)
-            return cursor.fetchall(), horizon
+        params = (state.txid, state.event_id, horizon, limit)
+        return driver_rows(session, PENDING, params, {"inet": _AddressAsText}), horizon
     horizon = int(session.scalar(select(func.coalesce(func.max(events.c.id), 0))) or 0)
     statement = (
         select(*(events.c[name] for name in LEAF_COLUMNS))
@@ -245,13 +243,11 @@ def anything_pending(database: Database) -> bool:
         # Ordered as the pass reads them, so that the (txid, id) index answers, whatever the
         # statistics of a table loaded moments ago say.
         query = (
-            "SELECT 1 FROM events WHERE (txid, id) > (%s, %s)"
+            "SELECT 1 AS found FROM events WHERE (txid, id) > (%s, %s)"
             " AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
             " ORDER BY txid, id LIMIT 1"
         )
-        with driver_of(session) as driver, driver.cursor() as cursor:
-            cursor.execute(query, (state.txid, state.event_id), prepare=False)
-            return cursor.fetchone() is not None
+        return bool(driver_rows(session, query, (state.txid, state.event_id)))
 
 
 def sequence_pending(

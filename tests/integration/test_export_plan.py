@@ -13,7 +13,7 @@ from bench.data import fill_events
 from storage.db import driver_of
 from storage.queries import EventFilter, csv_copy_query
 from tests.factories import make_settings
-from worker.exports import in_time_order, read_in_index_order
+from worker.exports import in_time_order, prepare_export_read
 from worker.sequencer import sequence_pending
 
 pytestmark = pytest.mark.postgres
@@ -55,8 +55,8 @@ def test_an_export_streams_in_index_order_without_sorting(postgres_url, tmp_path
             )
             query, params = csv_copy_query(reader, ORG, flt, max_seq=size)
             select = query.removeprefix("COPY (").removesuffix(") TO STDOUT WITH (FORMAT csv)")
+            prepare_export_read(reader, flt)
             with driver_of(reader) as driver, driver.cursor() as cursor:
-                read_in_index_order(cursor, flt)
                 cursor.execute("EXPLAIN " + select, params)
                 plan = "\n".join(row[0] for row in cursor.fetchall())
         assert "Sort" not in plan.replace("Gather Merge", ""), plan
@@ -79,7 +79,7 @@ def test_an_export_is_read_without_jit_and_the_settings_end_with_it(postgres_url
             with driver.cursor() as cursor:
                 cursor.execute("SELECT current_setting('jit'), current_setting('enable_sort')")
                 before = cursor.fetchone()
-                read_in_index_order(cursor, flt)
+                prepare_export_read(reader, flt)
                 cursor.execute("SELECT current_setting('jit'), current_setting('enable_sort')")
                 assert cursor.fetchone() == ("off", "off" if in_time_order(flt) else "on")
             driver.rollback()
